@@ -1,0 +1,159 @@
+"""The `aisemble` command: prepare models, run one service or the whole mesh, and call the services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from aisemble.environment import apply_offline_defaults
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def _command(name: str) -> Callable[[Command], Command]:
+    def register(func: Command) -> Command:
+        _COMMANDS[name] = func
+        return func
+
+    return register
+
+
+@_command("models.prepare")
+def _models_prepare(args: argparse.Namespace) -> int:
+    from aisemble.store import ModelStore, default_store_root
+
+    store = ModelStore(args.store or default_store_root())
+    results = store.prepare(args.artifacts or None, force=args.force, progress=not args.quiet)
+    width = max((len(r.artifact) for r in results), default=8)
+    failed = 0
+    for result in results:
+        print(f"{result.artifact:<{width}}  {result.action:<10}  {result.seconds:6.1f} s  {result.detail}")
+        failed += result.action == "failed"
+    print(f"model store: {store.root}")
+    return 1 if failed else 0
+
+
+@_command("models.status")
+def _models_status(args: argparse.Namespace) -> int:
+    from aisemble.store import ModelStore, default_store_root
+
+    store = ModelStore(args.store or default_store_root())
+    rows = store.status(deep=args.deep)
+    width = max((len(r.artifact) for r in rows), default=8)
+    for row in rows:
+        print(f"{row.artifact:<{width}}  {row.state:<10}  {row.detail}")
+    print(f"model store: {store.root}")
+    return 0 if all(r.state == "ok" for r in rows) else 1
+
+
+@_command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from aisemble.config import load_mesh, load_models
+    from aisemble.mesh import SERVICE_APPS
+    from aisemble.server import ServerConfig
+
+    mesh = load_mesh()
+    endpoint = mesh.gateway if args.service == "gateway" else mesh.services.get(args.service)
+    address = args.address or (endpoint.addresses[0] if endpoint else "127.0.0.1:0")
+    metrics_port = args.metrics_port if args.metrics_port is not None else (endpoint.metrics_port if endpoint else -1)
+    config = ServerConfig(
+        name=args.service,
+        address=address,
+        metrics_port=metrics_port,
+        max_message_bytes=mesh.max_message_bytes,
+        max_concurrent_rpcs=mesh.max_concurrent_rpcs,
+        grace_s=mesh.grace_s,
+    )
+    module = importlib.import_module(SERVICE_APPS[args.service])
+    server = module.build_server(config, mesh, load_models())
+    asyncio.run(server.serve_forever())
+    return 0
+
+
+@_command("up")
+def _up(args: argparse.Namespace) -> int:
+    from aisemble.config import load_mesh, load_models
+    from aisemble.mesh import run_mesh
+
+    return run_mesh(load_mesh(), load_models(), start_timeout_s=args.start_timeout)
+
+
+@_command("health")
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"{args.address} {args.service or '(overall)'}: {exc.code().name} {exc.details()}")
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address} {args.service or '(overall)'}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aisemble", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="the local model store").add_subparsers(dest="action", required=True)
+    prepare = models.add_parser("prepare", help="build the model store from the installed model packages")
+    prepare.add_argument("artifacts", nargs="*", help="artifacts to build (default: all)")
+    prepare.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    prepare.add_argument("--store", help="model store folder (default: $AISEMBLE_MODEL_STORE or .aisemble/models)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bars")
+    status = models.add_parser("status", help="what the model store holds and whether it verifies")
+    status.add_argument("--store", help="model store folder")
+    status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
+
+    serve = sub.add_parser("serve", help="run one service (or the gateway) in the foreground")
+    serve.add_argument("service", choices=["llm", "nlp", "vision", "ensemble", "finetune", "gateway"])
+    serve.add_argument("--address", help="host:port to listen on (default: from configs/mesh.yaml)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus port (-1: none)")
+
+    up = sub.add_parser("up", help="start the whole mesh in the foreground; Ctrl-C stops it")
+    up.add_argument("--start-timeout", type=float, default=600.0, help="seconds each service may take to load")
+
+    health = sub.add_parser("health", help="grpc.health.v1 check of a server or one model")
+    health.add_argument("address", nargs="?", default="127.0.0.1:50051")
+    health.add_argument("--service", default="", help="service or model name (default: overall)")
+    health.add_argument("--timeout", type=float, default=5.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `aisemble` console script."""
+    apply_offline_defaults()
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    key = f"{args.command}.{args.action}" if getattr(args, "action", None) else args.command
+    try:
+        return _COMMANDS[key](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI prints errors, not tracebacks (use -v for those)
+        from aisemble.errors import AisembleError
+
+        if args.verbose or not isinstance(exc, AisembleError | OSError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

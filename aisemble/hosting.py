@@ -1,0 +1,148 @@
+"""The models a service process hosts: loading off the event loop, per-model health, lookup, unloading."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from grpc_health.v1 import health_pb2
+
+from aisemble.backend import Backend, create_backend
+from aisemble.config import ModelSpec
+from aisemble.errors import AisembleError, ModelNotFoundError, ModelNotReadyError
+
+if TYPE_CHECKING:
+    from aisemble.store import ModelStore
+
+__all__ = ["HealthSetter", "HostedModel", "ModelHost", "ModelState"]
+
+log = logging.getLogger(__name__)
+
+#: (health service name, status) -> None; the server passes its health servicer's setter.
+HealthSetter = Callable[[str, "health_pb2.HealthCheckResponse.ServingStatus"], None]
+
+
+class ModelState(enum.Enum):
+    """Where a hosted model is in its life cycle."""
+
+    PENDING = "pending"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+@dataclass
+class HostedModel:
+    """One model in this process: its spec, backend and state."""
+
+    spec: ModelSpec
+    backend: Backend | None = None
+    state: ModelState = ModelState.PENDING
+    error: str = ""
+    load_seconds: float = 0.0
+
+
+BackendFactory = Callable[[ModelSpec, "ModelStore | None"], Backend]
+
+
+class ModelHost:
+    """Loads the models assigned to a service and answers 'which backend serves this name?'.
+
+    Per-model grpc.health.v1 entries use the model name as the service name: NOT_SERVING until
+    loaded, SERVING when ready, NOT_SERVING again if loading failed or on unload. A model that fails
+    to load does not stop the others.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        store: ModelStore | None = None,
+        backend_factory: BackendFactory = create_backend,
+    ) -> None:
+        self._models = {spec.name: HostedModel(spec) for spec in specs}
+        self._store = store
+        self._factory = backend_factory
+        self._set_health: HealthSetter | None = None
+
+    def bind_health(self, set_health: HealthSetter) -> None:
+        """Report model states to a health servicer from now on."""
+        self._set_health = set_health
+        for model in self._models.values():
+            self._report(model)
+
+    def _report(self, model: HostedModel) -> None:
+        if self._set_health is None:
+            return
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self._set_health(model.spec.name, serving if model.state is ModelState.READY else not_serving)
+
+    @property
+    def models(self) -> dict[str, HostedModel]:
+        """Every hosted model by name."""
+        return self._models
+
+    def names(self) -> list[str]:
+        """Names of the hosted models."""
+        return list(self._models)
+
+    async def load_all(self) -> None:
+        """Load every model marked preload, one at a time (they compete for the same cores)."""
+        for model in self._models.values():
+            if model.spec.preload:
+                await self.load(model.spec.name)
+
+    async def load(self, name: str) -> HostedModel:
+        """Load one model in a worker thread; failures are recorded, logged and reported unhealthy."""
+        model = self._models[name]
+        model.state = ModelState.LOADING
+        self._report(model)
+        started = time.perf_counter()
+        try:
+            backend = self._factory(model.spec, self._store)
+            await asyncio.to_thread(backend.load)
+        except Exception as exc:  # noqa: BLE001 - a broken model must not take the service down
+            model.state, model.error = ModelState.FAILED, str(exc) or type(exc).__name__
+            level = logging.WARNING if isinstance(exc, AisembleError) else logging.ERROR
+            log.log(level, "model %s failed to load: %s", name, model.error, exc_info=not isinstance(exc, AisembleError))
+        else:
+            model.backend, model.state, model.error = backend, ModelState.READY, ""
+            model.load_seconds = time.perf_counter() - started
+            log.info("model %s ready (%s, %.1f s)", name, model.spec.provider, model.load_seconds)
+        self._report(model)
+        return model
+
+    def spec(self, name: str) -> ModelSpec:
+        """The spec of a hosted model, or ModelNotFoundError."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFoundError(name, known=self.names())
+        return model.spec
+
+    def get(self, name: str) -> tuple[ModelSpec, Backend]:
+        """The spec and loaded backend for a name: ModelNotFoundError, or ModelNotReadyError if not loaded."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFoundError(name, known=self.names())
+        if model.state is not ModelState.READY or model.backend is None:
+            state = f"{model.state.value}: {model.error}" if model.error else model.state.value
+            raise ModelNotReadyError(name, state)
+        return model.spec, model.backend
+
+    async def unload_all(self) -> None:
+        """Mark every model NOT_SERVING and release its backend."""
+        for model in self._models.values():
+            backend, model.backend = model.backend, None
+            model.state = ModelState.UNLOADED
+            self._report(model)
+            if backend is not None:
+                try:
+                    await asyncio.to_thread(backend.cleanup)
+                except Exception:  # noqa: BLE001 - unloading continues with the next model
+                    log.exception("cleanup of model %s failed", model.spec.name)

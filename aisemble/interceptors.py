@@ -1,0 +1,140 @@
+"""The one place where exceptions become gRPC statuses, plus per-RPC metrics; unary and streaming alike."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+from google.rpc import status_pb2
+
+from aisemble.errors import AisembleError, internal_status, to_rpc_status
+from aisemble.metrics import RpcMetrics
+
+__all__ = ["ErrorAndMetricsInterceptor", "REQUEST_ID_KEY", "STATUS_DETAILS_KEY"]
+
+log = logging.getLogger(__name__)
+
+#: Metadata key carrying a serialised google.rpc.Status (the gRPC rich error model).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: Metadata key of the request id: taken from the caller when given, else made here; echoed in trailers.
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _request_id(context: aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+async def _abort(context: aio.ServicerContext, status: status_pb2.Status) -> None:
+    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    trailers = tuple(context.trailing_metadata() or ()) + ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    await context.abort(code, status.message, trailing_metadata=trailers)
+
+
+class _Outcome:
+    """Tracks how one RPC ended, for metrics."""
+
+    def __init__(self) -> None:
+        self.code = "OK"
+
+
+async def _handle_exception(exc: Exception, context: aio.ServicerContext, method: str, outcome: _Outcome) -> None:
+    """Map exc to a status and abort; an abort already under way is re-raised as it is."""
+    if isinstance(exc, aio.AbortError):
+        code = context.code()
+        outcome.code = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        raise exc
+    if isinstance(exc, AisembleError):
+        outcome.code = exc.code.name
+        log.info("%s -> %s: %s", method, exc.code.name, exc.message)
+        await _abort(context, to_rpc_status(exc))
+        return
+    if isinstance(exc, NotImplementedError):  # the generated base servicer's answer for a missing method
+        outcome.code = "UNIMPLEMENTED"
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
+        return
+    request_id = _request_id(context)
+    outcome.code = "INTERNAL"
+    log.error("%s failed unexpectedly (request id %s)", method, request_id, exc_info=exc)
+    await _abort(context, internal_status(request_id))
+
+
+class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
+    """Wraps every handler: domain errors -> rich status, anything else -> INTERNAL without a traceback.
+
+    Also sets the request id trailer and records requests, latency and errors by code.
+    """
+
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.response_streaming:
+            behavior = handler.unary_stream or handler.stream_stream
+            wrapped_stream = self._wrap_stream(method, behavior)
+            factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+            return factory(wrapped_stream, handler.request_deserializer, handler.response_serializer)
+        behavior = handler.unary_unary or handler.stream_unary
+        wrapped_unary = self._wrap_unary(method, behavior)
+        factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        return factory(wrapped_unary, handler.request_deserializer, handler.response_serializer)
+
+    def _finish(self, method: str, outcome: _Outcome, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe(method, outcome.code, time.perf_counter() - started)
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            started, outcome = time.perf_counter(), _Outcome()
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                outcome.code = "CANCELLED"
+                raise
+            except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here
+                await _handle_exception(exc, context, method, outcome)
+                return None
+            finally:
+                self._finish(method, outcome, started)
+
+        return unary
+
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            started, outcome = time.perf_counter(), _Outcome()
+            result = None
+            try:
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                else:  # a coroutine that writes with context.write()
+                    await result
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome.code = "CANCELLED"
+                raise
+            except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here
+                await _handle_exception(exc, context, method, outcome)
+            finally:
+                if inspect.isasyncgen(result):
+                    await result.aclose()  # the servicer's own finally blocks run now, not at GC
+                self._finish(method, outcome, started)
+
+        return stream

@@ -1,0 +1,181 @@
+"""The grpc.aio server every service and the gateway run: health, reflection, tracing, metrics, limits, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aisemble.backend import RequestContext
+from aisemble.hosting import ModelHost
+from aisemble.interceptors import ErrorAndMetricsInterceptor
+from aisemble.metrics import RpcMetrics, serve_metrics
+from aisemble.telemetry import configure_tracing
+
+__all__ = ["AisembleServer", "ServerConfig", "ServiceBinding", "channel_options", "request_context"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to serve: its full gRPC service name and the generated `add_..._to_server` call."""
+
+    full_name: str
+    servicer: object
+    add_to_server: Callable[[object, aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one server process listens and what it allows."""
+
+    name: str
+    address: str = "127.0.0.1:0"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = -1  # -1: no metrics endpoint; 0: any free port
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_rpcs: int | None = 256
+    grace_s: float = 10.0
+    extra_options: Sequence[tuple[str, object]] = field(default_factory=tuple)
+
+
+class AisembleServer:
+    """A grpc.aio server with the shared plumbing, around the servicers and models of one process.
+
+    start(): binds, serves health (overall NOT_SERVING until the preloaded models are loaded, one
+    entry per service and per model), reflection, metrics; then loads the models.
+    stop(): health NOT_SERVING, drain in-flight RPCs for grace_s, stop, unload models, run on_stop hooks.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        bindings: Sequence[ServiceBinding],
+        model_host: ModelHost | None = None,
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.config = config
+        self.bindings = list(bindings)
+        self.model_host = model_host
+        self.metrics = RpcMetrics(config.name)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._on_stop = list(on_stop)
+        self._server: aio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    def _build(self) -> aio.Server:
+        interceptors: list[aio.ServerInterceptor] = []
+        if configure_tracing(self.config.name) != "none":
+            from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+            interceptors.append(aio_server_interceptor())
+        interceptors.append(ErrorAndMetricsInterceptor(self.metrics))
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            *self.config.extra_options,
+        ]
+        return aio.server(
+            interceptors=interceptors, options=options, maximum_concurrent_rpcs=self.config.max_concurrent_rpcs
+        )
+
+    async def start(self, load_models: bool = True) -> int:
+        """Bind and start serving; returns the bound port. Loads the preloaded models unless told not to."""
+        server = self._server = self._build()
+        for binding in self.bindings:
+            binding.add_to_server(binding.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [b.full_name for b in self.bindings]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self.port = server.add_insecure_port(self.config.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {self.config.address}")
+        await server.start()
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", not_serving)
+        for name in names:
+            await self.health.set(name, not_serving)
+        self.metrics_port = serve_metrics(self.metrics, self.config.metrics_host, self.config.metrics_port)
+        log.info("%s listening on port %d", self.config.name, self.port)
+        if self.model_host is not None:
+            loop = asyncio.get_running_loop()
+            self.model_host.bind_health(
+                lambda name, status: loop.create_task(self.health.set(name, status))  # type: ignore[arg-type,return-value]
+            )
+            if load_models:
+                await self.model_host.load_all()
+        await self.set_serving(True)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Set the overall and per-service health entries."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", status)
+        for binding in self.bindings:
+            await self.health.set(binding.full_name, status)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING everywhere, drain, stop, unload models, run hooks. Idempotent."""
+        if self._server is None or self._stopped.is_set():
+            return
+        grace = self.config.grace_s if grace_s is None else grace_s
+        log.info("%s stopping (grace %.1f s)", self.config.name, grace)
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        if self.model_host is not None:
+            await self.model_host.unload_all()
+        for hook in self._on_stop:
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - shutdown goes on
+                log.exception("a shutdown hook failed")
+        self._stopped.set()
+        log.info("%s stopped", self.config.name)
+
+    async def serve_forever(self) -> None:
+        """start(), then wait until SIGTERM/SIGINT and stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        started = asyncio.create_task(self.start())
+        stopper = asyncio.create_task(stop_requested.wait())
+        done, _ = await asyncio.wait({started, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if started in done:
+            started.result()
+            await stopper
+        else:
+            started.cancel()
+        await self.stop()
+
+
+def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, object]]:
+    """Client channel options matching the server limits."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+
+
+def request_context(context: aio.ServicerContext, request_id: str = "") -> RequestContext:
+    """The backend-facing view of an RPC: its deadline (monotonic) and a cancellation flag set when it ends."""
+    remaining = context.time_remaining()
+    ctx = RequestContext(
+        request_id=request_id,
+        deadline=None if remaining is None else time.monotonic() + max(0.0, remaining),
+    )
+    context.add_done_callback(lambda _call: ctx.cancelled.set())
+    return ctx
