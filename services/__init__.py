@@ -1,0 +1,1 @@
+"""Ai-semble model services: one gRPC server per area."""

@@ -1,0 +1,36 @@
+"""Builds the LLM service process: its models, runner, servicer and server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aisemble.config import MeshConfig, ModelSpec
+from aisemble.hosting import ModelHost
+from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
+from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store import ModelStore, default_store_root
+from services.llm.runner import LlmLimits, LlmRunner
+from services.llm.servicer import LlmServicer
+
+__all__ = ["build_server"]
+
+SERVICE_NAME = llm_service_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name
+
+
+def build_server(
+    config: ServerConfig,
+    mesh: MeshConfig | None,
+    models: Mapping[str, ModelSpec],
+    store: ModelStore | None = None,
+    limits: LlmLimits | None = None,
+) -> AisembleServer:
+    """An AisembleServer hosting every registry model whose service is 'llm'."""
+    hosted = [spec for spec in models.values() if spec.service == "llm"]
+    host = ModelHost(hosted, store or ModelStore(default_store_root()))
+    runner = LlmRunner(host, limits)
+
+    async def close_runner() -> None:
+        runner.close()
+
+    binding = ServiceBinding(SERVICE_NAME, LlmServicer(runner), llm_service_pb2_grpc.add_LlmServiceServicer_to_server)
+    return AisembleServer(config, [binding], model_host=host, on_stop=[close_runner])

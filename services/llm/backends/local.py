@@ -1,0 +1,202 @@
+"""The decoding loop shared by local text-generation backends: tokenise, prefill, sample, detokenise, stop."""
+
+from __future__ import annotations
+
+import abc
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aisemble.backend import Backend, RequestContext
+from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
+from services.llm.detokenizer import IncrementalDetokenizer
+from services.llm.sampling import Sampler
+from services.llm.stopping import StopSequenceFilter
+from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
+
+__all__ = ["LocalDecoderBackend"]
+
+
+class LocalDecoderBackend(Backend, abc.ABC):
+    """A causal LM run step by step in this process; subclasses supply the forward pass only.
+
+    `_prefill(ids)` runs the prompt and returns the next-token logits and a cache state;
+    `_decode(token, state)` feeds one token. The loop checks for cancellation and the deadline
+    before every step, so a cancelled request stops within one decoding step.
+    """
+
+    tasks = frozenset({"text-generation"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tokenizer: Any = None
+        self.context_window = 0
+        self.eos_token_ids: frozenset[int] = frozenset()
+        self.generation_defaults: dict[str, float] = {}
+        # Observability: the runner and the tests read these to see compute start and stop.
+        self.tokens_generated = 0
+        self.active_sequences = 0
+        self._counter_lock = threading.Lock()
+
+    # --- to implement ---
+    @abc.abstractmethod
+    def _load_model(self, path: Path) -> None:
+        """Load the network from the model store folder."""
+
+    @abc.abstractmethod
+    def _prefill(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
+        """Run the prompt; return the logits of the next token and the cache state."""
+
+    @abc.abstractmethod
+    def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
+        """Feed one token; return the logits of the next token and the new state."""
+
+    # --- Backend ---
+    def load(self) -> None:
+        from transformers import AutoTokenizer
+
+        if self.store is None:
+            raise FailedPreconditionError(f"model '{self.spec.name}' needs the model store")
+        path = self.store.require(self.spec.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        config = json.loads((path / "config.json").read_text())
+        self.context_window = self.spec.max_tokens or int(config.get("max_position_embeddings", 2048))
+        self.eos_token_ids = frozenset(self._eos_ids(path, config))
+        self.generation_defaults = self._read_generation_defaults(path)
+        self._load_model(path)
+        # Warm up: the first forward pass allocates and picks kernels.
+        logits, _state = self._prefill(self.tokenizer("Hello")["input_ids"])
+        if logits.shape[-1] < len(self.tokenizer) - 1024:
+            raise FailedPreconditionError(f"model '{self.spec.name}': logits size does not match the tokenizer")
+
+    def _eos_ids(self, path: Path, config: dict[str, Any]) -> set[int]:
+        ids: set[int] = set()
+        sources = [config.get("eos_token_id")]
+        generation = path / "generation_config.json"
+        if generation.exists():
+            sources.append(json.loads(generation.read_text()).get("eos_token_id"))
+        sources.append(self.tokenizer.eos_token_id)
+        for source in sources:
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list):
+                ids.update(int(i) for i in source)
+        return ids
+
+    @staticmethod
+    def _read_generation_defaults(path: Path) -> dict[str, float]:
+        generation = path / "generation_config.json"
+        if not generation.exists():
+            return {}
+        values = json.loads(generation.read_text())
+        return {k: float(values[k]) for k in ("temperature", "top_p", "top_k") if isinstance(values.get(k), int | float)}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.spec.name,
+            "context_window": self.context_window,
+            "generation_defaults": self.generation_defaults,
+        }
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the prompt, with the chat template applied for chat requests."""
+        if request.is_chat:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": t.role, "content": t.content} for t in request.messages],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(request.prompt)["input_ids"])
+
+    def check_fits(self, prompt_tokens: int, max_output_tokens: int) -> None:
+        """INVALID_ARGUMENT, with the token counts, when prompt + output cannot fit the context window."""
+        if prompt_tokens + max_output_tokens <= self.context_window:
+            return
+        raise InvalidArgumentError(
+            f"the prompt is {prompt_tokens} tokens; with max_output_tokens {max_output_tokens} it exceeds "
+            f"the context window of {self.context_window} tokens of model '{self.spec.name}'",
+            reason="PROMPT_TOO_LONG",
+            metadata={
+                "prompt_tokens": str(prompt_tokens),
+                "max_output_tokens": str(max_output_tokens),
+                "context_window": str(self.context_window),
+            },
+            field_violations=[
+                FieldViolation(
+                    "prompt",
+                    f"{prompt_tokens} prompt tokens + {max_output_tokens} output tokens > {self.context_window}",
+                )
+            ],
+        )
+
+    def run(self, request: GenerationRequest, ctx: RequestContext) -> GenerationChunk:
+        """The whole generation as one chunk."""
+        whole = GenerationChunk()
+        for chunk in self.stream(request, ctx):
+            whole.text += chunk.text
+            whole.token_count += chunk.token_count
+            whole.logprob_sum += chunk.logprob_sum
+            if chunk.finish_reason is not None:
+                whole.finish_reason = chunk.finish_reason
+                whole.prompt_tokens, whole.output_tokens = chunk.prompt_tokens, chunk.output_tokens
+        return whole
+
+    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
+        params = request.sampling
+        input_ids = self.encode(request)
+        self.check_fits(len(input_ids), params.max_output_tokens)
+        sampler = Sampler(params)
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        stops = StopSequenceFilter(params.stop)
+        output_tokens, pending_tokens, pending_logprob = 0, 0, 0.0
+        finish = FinishReason.LENGTH
+        with self._counter_lock:
+            self.active_sequences += 1
+        try:
+            if ctx.is_done():
+                finish = FinishReason.CANCELLED
+            else:
+                logits, state = self._prefill(input_ids)
+                while output_tokens < params.max_output_tokens:
+                    if ctx.is_done():
+                        finish = FinishReason.CANCELLED
+                        break
+                    token, logprob = sampler(logits)
+                    if token in self.eos_token_ids:
+                        finish = FinishReason.STOP
+                        break
+                    output_tokens += 1
+                    with self._counter_lock:
+                        self.tokens_generated += 1
+                    pending_tokens, pending_logprob = pending_tokens + 1, pending_logprob + logprob
+                    text = stops.push(detokenizer.push(token))
+                    if text or stops.stopped:
+                        yield GenerationChunk(text=text, token_count=pending_tokens, logprob_sum=pending_logprob)
+                        pending_tokens, pending_logprob = 0, 0.0
+                    if stops.stopped:
+                        finish = FinishReason.STOP_SEQUENCE
+                        break
+                    if output_tokens >= params.max_output_tokens:
+                        break
+                    logits, state = self._decode(token, state)
+            tail = "" if stops.stopped else stops.push(detokenizer.flush())
+            tail += stops.flush()
+            if stops.stopped and finish is not FinishReason.CANCELLED:
+                finish = FinishReason.STOP_SEQUENCE
+            yield GenerationChunk(
+                text=tail,
+                token_count=pending_tokens,
+                logprob_sum=pending_logprob,
+                finish_reason=finish,
+                prompt_tokens=len(input_ids),
+                output_tokens=output_tokens,
+            )
+        finally:
+            with self._counter_lock:
+                self.active_sequences -= 1

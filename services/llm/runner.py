@@ -1,0 +1,143 @@
+"""Runs generations: resolves the model, applies its limits and defaults, admits, streams off the event loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from aisemble.admission import AdmissionControl
+from aisemble.backend import Backend, RequestContext
+from aisemble.config import ModelSpec
+from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
+from aisemble.hosting import ModelHost
+from aisemble.streaming import iterate_in_thread
+from services.llm.types import GenerationChunk, GenerationRequest, SamplingParams
+
+__all__ = ["LlmLimits", "LlmRunner", "Resolved", "SamplingOverrides"]
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class LlmLimits:
+    """Service-wide limits (per model limits come from the registry)."""
+
+    max_concurrent_generations: int = 2
+    max_waiting_generations: int = 8
+    max_prompt_bytes: int = 256 * 1024
+    max_stop_sequences: int = 8
+    max_stop_sequence_chars: int = 128
+    default_max_output_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class SamplingOverrides:
+    """What the caller set; None means 'use the model's default'."""
+
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The model that serves a request and why."""
+
+    spec: ModelSpec
+    backend: Backend
+    automatic: bool
+    reason: str
+
+
+class LlmRunner:
+    """The transport-neutral core of the LLM service (the servicer only converts protobuf)."""
+
+    def __init__(self, host: ModelHost, limits: LlmLimits | None = None) -> None:
+        self.host = host
+        self.limits = limits or LlmLimits()
+        self.admission = AdmissionControl(
+            "llm generations", self.limits.max_concurrent_generations, self.limits.max_waiting_generations
+        )
+        self._executor = ThreadPoolExecutor(self.limits.max_concurrent_generations, thread_name_prefix="llm-generate")
+
+    def resolve(self, model: str) -> Resolved:
+        """The named model, or for 'auto' this service's first ready model (the gateway selects by rules)."""
+        if model != AUTO:
+            spec, backend = self.host.get(model)
+            return Resolved(spec, backend, automatic=False, reason="requested by name")
+        for name in self.host.names():
+            try:
+                spec, backend = self.host.get(name)
+            except Exception:  # noqa: BLE001, S112 - try the next one
+                continue
+            return Resolved(
+                spec, backend, automatic=True, reason="the llm service's default model (the gateway selects by rules)"
+            )
+        raise FailedPreconditionError("no text-generation model is ready on this service", reason="NO_MODEL_READY")
+
+    def sampling_for(self, resolved: Resolved, overrides: SamplingOverrides) -> SamplingParams:
+        """Fill the caller's choices with the model's defaults and check them against the model's limits."""
+        spec = resolved.spec
+        limit = spec.max_output_tokens or None
+        max_output = overrides.max_output_tokens
+        if max_output is None:
+            max_output = min(self.limits.default_max_output_tokens, limit or self.limits.default_max_output_tokens)
+        elif limit is not None and max_output > limit:
+            raise InvalidArgumentError(
+                f"max_output_tokens {max_output} is above the limit of model '{spec.name}' ({limit})",
+                reason="MAX_OUTPUT_TOKENS_TOO_LARGE",
+                metadata={"max_output_tokens": str(max_output), "limit": str(limit)},
+                field_violations=[FieldViolation("max_output_tokens", f"must be <= {limit} for '{spec.name}'")],
+            )
+        defaults = dict(getattr(resolved.backend, "generation_defaults", {}) or {})
+        temperature = overrides.temperature if overrides.temperature is not None else defaults.get("temperature", 1.0)
+        top_p = overrides.top_p if overrides.top_p is not None else defaults.get("top_p", 1.0)
+        top_k = overrides.top_k if overrides.top_k is not None else int(defaults.get("top_k", 0))
+        return SamplingParams(
+            max_output_tokens=max_output,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+            seed=overrides.seed,
+            stop=overrides.stop,
+        )
+
+    def cost(self, spec: ModelSpec, prompt_tokens: int, output_tokens: int) -> float:
+        """Cost of one request from the registry's prices."""
+        cost = prompt_tokens * spec.cost_per_input_token + output_tokens * spec.cost_per_token
+        return cost if math.isfinite(cost) else 0.0
+
+    async def generate(
+        self, resolved: Resolved, request: GenerationRequest, ctx: RequestContext
+    ) -> AsyncIterator[GenerationChunk]:
+        """Stream the chunks of one generation; holds an admission slot while it runs."""
+        async with self.admission.slot():
+            backend = resolved.backend
+            chunks = iterate_in_thread(lambda: backend.stream(request, ctx), ctx, self._executor)
+            async for chunk in chunks:
+                yield chunk
+
+    async def complete(self, resolved: Resolved, request: GenerationRequest, ctx: RequestContext) -> GenerationChunk:
+        """The whole generation at once (the same path as streaming, joined)."""
+        whole = GenerationChunk()
+        async for chunk in self.generate(resolved, request, ctx):
+            whole.text += chunk.text
+            whole.token_count += chunk.token_count
+            whole.logprob_sum += chunk.logprob_sum
+            if chunk.finish_reason is not None:
+                whole = replace(
+                    whole,
+                    finish_reason=chunk.finish_reason,
+                    prompt_tokens=chunk.prompt_tokens,
+                    output_tokens=chunk.output_tokens,
+                )
+        return whole
+
+    def close(self) -> None:
+        """Release the worker threads."""
+        self._executor.shutdown(wait=False, cancel_futures=True)

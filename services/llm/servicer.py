@@ -1,0 +1,171 @@
+"""The gRPC face of the LLM service: validates and converts protobuf, the runner does the work."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from aisemble.common.v1 import common_pb2
+from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.server import request_context
+from services.llm.runner import LlmRunner, Resolved, SamplingOverrides
+from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest
+
+__all__ = ["LlmServicer"]
+
+_FINISH = {
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.STOP_SEQUENCE: pb.FINISH_REASON_STOP_SEQUENCE,
+    FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
+}
+_ROLES = {pb.CHAT_ROLE_SYSTEM: "system", pb.CHAT_ROLE_USER: "user", pb.CHAT_ROLE_ASSISTANT: "assistant"}
+#: Trailing metadata naming the model that served the call.
+MODEL_TRAILER = "aisemble-model"
+
+
+class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
+    """Complete / StreamComplete / Chat / StreamChat over one LlmRunner."""
+
+    def __init__(self, runner: LlmRunner) -> None:
+        self.runner = runner
+
+    async def Complete(self, request: pb.CompleteRequest, context: aio.ServicerContext) -> pb.CompleteResponse:
+        resolved, generation = self._prepare(request, chat=False)
+        result = await self.runner.complete(resolved, generation, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        return pb.CompleteResponse(**self._whole(resolved, result))
+
+    async def Chat(self, request: pb.ChatRequest, context: aio.ServicerContext) -> pb.ChatResponse:
+        resolved, generation = self._prepare(request, chat=True)
+        result = await self.runner.complete(resolved, generation, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        return pb.ChatResponse(**self._whole(resolved, result))
+
+    async def StreamComplete(
+        self, request: pb.StreamCompleteRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamCompleteResponse]:
+        resolved, generation = self._prepare(request, chat=False)
+        async for fields in self._stream(resolved, generation, context):
+            yield pb.StreamCompleteResponse(**fields)
+
+    async def StreamChat(
+        self, request: pb.StreamChatRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamChatResponse]:
+        resolved, generation = self._prepare(request, chat=True)
+        async for fields in self._stream(resolved, generation, context):
+            yield pb.StreamChatResponse(**fields)
+
+    # --- conversions ---
+    def _prepare(self, request: Any, chat: bool) -> tuple[Resolved, GenerationRequest]:
+        limits = self.runner.limits
+        violations: list[FieldViolation] = []
+        if not request.model:
+            violations.append(FieldViolation("model", "is required: a registry model name, or 'auto'"))
+        prompt: str | None = None
+        turns: tuple[ChatTurn, ...] = ()
+        if chat:
+            if not request.messages:
+                violations.append(FieldViolation("messages", "is required: at least one message"))
+            for index, message in enumerate(request.messages):
+                if message.role not in _ROLES:
+                    violations.append(FieldViolation(f"messages[{index}].role", "must be SYSTEM, USER or ASSISTANT"))
+            turns = tuple(ChatTurn(_ROLES.get(m.role, "user"), m.content) for m in request.messages)
+            size = sum(len(m.content.encode()) for m in request.messages)
+            field = "messages"
+        else:
+            if not request.prompt:
+                violations.append(FieldViolation("prompt", "is required and must not be empty"))
+            prompt = request.prompt
+            size = len(request.prompt.encode())
+            field = "prompt"
+        if size > limits.max_prompt_bytes:
+            violations.append(
+                FieldViolation(field, f"is {size} bytes; the limit is {limits.max_prompt_bytes} bytes")
+            )
+        overrides = self._overrides(request, violations)
+        if violations:
+            raise InvalidArgumentError(
+                "; ".join(f"{v.field}: {v.description}" for v in violations), field_violations=violations
+            )
+        resolved = self.runner.resolve(request.model)
+        sampling = self.runner.sampling_for(resolved, overrides)
+        return resolved, GenerationRequest(sampling=sampling, prompt=prompt, messages=turns)
+
+    def _overrides(self, request: Any, violations: list[FieldViolation]) -> SamplingOverrides:
+        limits = self.runner.limits
+
+        def present(name: str) -> bool:
+            return bool(request.HasField(name))
+
+        if present("max_output_tokens") and request.max_output_tokens <= 0:
+            violations.append(FieldViolation("max_output_tokens", "must be > 0"))
+        if present("temperature") and not (math.isfinite(request.temperature) and 0.0 <= request.temperature <= 2.0):
+            violations.append(FieldViolation("temperature", f"must be between 0 and 2 (got {request.temperature})"))
+        if present("top_p") and not (math.isfinite(request.top_p) and 0.0 < request.top_p <= 1.0):
+            violations.append(FieldViolation("top_p", f"must be in (0, 1] (got {request.top_p})"))
+        if present("top_k") and request.top_k < 0:
+            violations.append(FieldViolation("top_k", "must be >= 0 (0 turns top-k off)"))
+        if len(request.stop) > limits.max_stop_sequences:
+            violations.append(
+                FieldViolation("stop", f"{len(request.stop)} stop sequences; at most {limits.max_stop_sequences}")
+            )
+        for index, stop in enumerate(request.stop):
+            if not stop or len(stop) > limits.max_stop_sequence_chars:
+                violations.append(
+                    FieldViolation(f"stop[{index}]", f"must be 1 to {limits.max_stop_sequence_chars} characters")
+                )
+        return SamplingOverrides(
+            max_output_tokens=request.max_output_tokens if present("max_output_tokens") else None,
+            temperature=request.temperature if present("temperature") else None,
+            top_p=request.top_p if present("top_p") else None,
+            top_k=request.top_k if present("top_k") else None,
+            seed=request.seed if present("seed") else None,
+            stop=tuple(request.stop),
+        )
+
+    def _selection(self, resolved: Resolved) -> common_pb2.ModelSelection:
+        return common_pb2.ModelSelection(
+            model=resolved.spec.name,
+            model_version=resolved.spec.version,
+            automatic=resolved.automatic,
+            reason=resolved.reason,
+        )
+
+    def _usage(self, resolved: Resolved, chunk: GenerationChunk) -> common_pb2.Usage:
+        return common_pb2.Usage(
+            prompt_tokens=chunk.prompt_tokens,
+            output_tokens=chunk.output_tokens,
+            total_tokens=chunk.prompt_tokens + chunk.output_tokens,
+            cost=self.runner.cost(resolved.spec, chunk.prompt_tokens, chunk.output_tokens),
+        )
+
+    def _whole(self, resolved: Resolved, result: GenerationChunk) -> dict[str, Any]:
+        mean_logprob = result.logprob_sum / result.output_tokens if result.output_tokens else 0.0
+        return {
+            "text": result.text,
+            "finish_reason": _FINISH[result.finish_reason or FinishReason.CANCELLED],
+            "usage": self._usage(resolved, result),
+            "selection": self._selection(resolved),
+            "mean_token_logprob": mean_logprob,
+        }
+
+    async def _stream(
+        self, resolved: Resolved, generation: GenerationRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[dict[str, Any]]:
+        first = True
+        async for chunk in self.runner.generate(resolved, generation, request_context(context)):
+            fields: dict[str, Any] = {"text": chunk.text, "token_count": chunk.token_count}
+            if first:
+                fields["selection"] = self._selection(resolved)
+                first = False
+            if chunk.finish_reason is not None:
+                fields["finish_reason"] = _FINISH[chunk.finish_reason]
+                fields["usage"] = self._usage(resolved, chunk)
+                context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+            yield fields

@@ -1,0 +1,64 @@
+"""Domain types of text generation, shared by the LLM runner and every text-generation backend."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = ["ChatTurn", "FinishReason", "GenerationChunk", "GenerationRequest", "SamplingParams"]
+
+
+class FinishReason(enum.Enum):
+    """Why generation ended."""
+
+    STOP = "stop"  # the model produced its end-of-sequence token
+    LENGTH = "length"  # max_output_tokens reached
+    STOP_SEQUENCE = "stop_sequence"  # one of the request's stop sequences appeared
+    CANCELLED = "cancelled"  # the caller went away or the deadline passed
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One chat message: role is 'system', 'user' or 'assistant'."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. temperature 0 means greedy (top_p/top_k/seed are then unused)."""
+
+    max_output_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A completion (prompt) or a chat (messages) to run on one model."""
+
+    sampling: SamplingParams
+    prompt: str | None = None
+    messages: tuple[ChatTurn, ...] = ()
+
+    @property
+    def is_chat(self) -> bool:
+        """True for a chat request (messages), False for a plain completion (prompt)."""
+        return self.prompt is None
+
+
+@dataclass
+class GenerationChunk:
+    """A piece of output. The last chunk of a generation has finish_reason and the token counts set."""
+
+    text: str = ""
+    token_count: int = 0  # tokens generated since the previous chunk
+    logprob_sum: float = 0.0  # sum of the log-probabilities of those tokens
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    extras: dict[str, float] = field(default_factory=dict)
