@@ -22,6 +22,7 @@ __all__ = [
     "PPOCR_V4",
     "RECIPES",
     "SMOLLM2_135M_INSTRUCT",
+    "SMOLLM2_135M_INSTRUCT_ONNX",
     "YOLOV8_FALL",
     "register",
 ]
@@ -619,5 +620,30 @@ register(
         sources=("320n.onnx", "nudenet.py"),
         tools=("onnx",),
         description="NudeNet YOLOv8n detector at 320 px, 18 classes (ONNX)",
+    )
+)
+
+
+# --- 8. SmolLM2 as ONNX with past key/values (built from artifact 1) -----------------------------
+
+SMOLLM2_135M_INSTRUCT_ONNX = "smollm2-135m-instruct-onnx"
+
+
+def _build_smollm2_onnx(ctx: BuildContext) -> dict[str, Any]:
+    with _quiet_transformers(ctx.progress), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from aisemble.causal_lm_export import export_causal_lm
+
+        return export_causal_lm(ctx.artifacts[SMOLLM2_135M_INSTRUCT], ctx.out_dir)
+
+
+register(
+    Recipe(
+        name=SMOLLM2_135M_INSTRUCT_ONNX,
+        version=1,
+        build=_build_smollm2_onnx,
+        requires=(SMOLLM2_135M_INSTRUCT,),
+        tools=("torch", "transformers", "onnx"),
+        description="SmolLM2-135M-Instruct as one ONNX graph with past key/values (prefill and decode), plus tokenizer",
     )
 )

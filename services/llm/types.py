@@ -58,6 +58,7 @@ class GenerationChunk:
     text: str = ""
     token_count: int = 0  # tokens generated since the previous chunk
     logprob_sum: float = 0.0  # sum of the log-probabilities of those tokens
+    token_ids: list[int] = field(default_factory=list)  # those tokens (local backends only)
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0

@@ -142,6 +142,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
             whole.text += chunk.text
             whole.token_count += chunk.token_count
             whole.logprob_sum += chunk.logprob_sum
+            whole.token_ids += chunk.token_ids
             if chunk.finish_reason is not None:
                 whole.finish_reason = chunk.finish_reason
                 whole.prompt_tokens, whole.output_tokens = chunk.prompt_tokens, chunk.output_tokens
@@ -154,7 +155,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
         sampler = Sampler(params)
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stops = StopSequenceFilter(params.stop)
-        output_tokens, pending_tokens, pending_logprob = 0, 0, 0.0
+        output_tokens, pending_logprob = 0, 0.0
+        pending_ids: list[int] = []
         finish = FinishReason.LENGTH
         with self._counter_lock:
             self.active_sequences += 1
@@ -174,11 +176,14 @@ class LocalDecoderBackend(Backend, abc.ABC):
                     output_tokens += 1
                     with self._counter_lock:
                         self.tokens_generated += 1
-                    pending_tokens, pending_logprob = pending_tokens + 1, pending_logprob + logprob
+                    pending_ids.append(token)
+                    pending_logprob += logprob
                     text = stops.push(detokenizer.push(token))
                     if text or stops.stopped:
-                        yield GenerationChunk(text=text, token_count=pending_tokens, logprob_sum=pending_logprob)
-                        pending_tokens, pending_logprob = 0, 0.0
+                        yield GenerationChunk(
+                            text=text, token_count=len(pending_ids), logprob_sum=pending_logprob, token_ids=pending_ids
+                        )
+                        pending_ids, pending_logprob = [], 0.0
                     if stops.stopped:
                         finish = FinishReason.STOP_SEQUENCE
                         break
@@ -191,8 +196,9 @@ class LocalDecoderBackend(Backend, abc.ABC):
                 finish = FinishReason.STOP_SEQUENCE
             yield GenerationChunk(
                 text=tail,
-                token_count=pending_tokens,
+                token_count=len(pending_ids),
                 logprob_sum=pending_logprob,
+                token_ids=pending_ids,
                 finish_reason=finish,
                 prompt_tokens=len(input_ids),
                 output_tokens=output_tokens,

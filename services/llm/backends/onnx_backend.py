@@ -1,0 +1,67 @@
+"""Text generation on ONNX Runtime: the exported graph with past key/values and our own decoding loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aisemble.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
+from aisemble.errors import FailedPreconditionError
+from services.llm.backends.local import LocalDecoderBackend
+
+__all__ = ["OnnxLlmBackend"]
+
+
+class OnnxLlmBackend(LocalDecoderBackend):
+    """A causal LM exported by `aisemble models prepare` (one graph for prefill and decode).
+
+    The cache state is the list of present key/value arrays fed back as the next step's past.
+    Greedy output is token-for-token the transformers backend's (the tests check it).
+    """
+
+    provider = "onnxruntime"
+
+    def _load_model(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        graph = path / ONNX_FILE
+        if not graph.exists():
+            raise FailedPreconditionError(f"{graph} is missing: run `aisemble models prepare {self.spec.model_path}`")
+        config = json.loads((path / "config.json").read_text())
+        self._layers = int(config["num_hidden_layers"])
+        self._kv_heads = int(config["num_key_value_heads"])
+        self._head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = int(self.spec.params.get("intra_op_threads", 0))
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.spec.device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(graph), options, providers=providers)
+        self._past_names = KV_INPUT_NAMES(self._layers)
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, input_ids: list[int], past: list[np.ndarray], past_length: int) -> tuple[np.ndarray, Any]:
+        new = len(input_ids)
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.asarray([input_ids], dtype=np.int64),
+            "attention_mask": np.ones((1, past_length + new), dtype=np.int64),
+            "position_ids": np.arange(past_length, past_length + new, dtype=np.int64)[None, :],
+        }
+        feeds.update(zip(self._past_names, past, strict=True))
+        outputs = self.session.run(self._output_names, feeds)
+        return outputs[0][0, -1], (outputs[1:], past_length + new)
+
+    def _prefill(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
+        empty = np.zeros((1, self._kv_heads, 0, self._head_dim), dtype=np.float32)
+        return self._run(input_ids, [empty] * (2 * self._layers), 0)
+
+    def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
+        past, length = state
+        return self._run([token_id], past, length)
+
+    def cleanup(self) -> None:
+        self.session = None

@@ -1,0 +1,107 @@
+"""Text generation through the OpenAI API (or any OpenAI-compatible server), streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from aisemble.backend import Backend, RequestContext
+from aisemble.errors import AisembleError
+from aisemble.openai_client import make_client, map_openai_error
+from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
+
+__all__ = ["OpenAIBackend"]
+
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "content_filter": FinishReason.STOP}
+
+
+class OpenAIBackend(Backend):
+    """Chat requests go to /chat/completions; prompts to /completions (params.prompt_api: chat sends them
+    as one user message instead). model_id is the remote model; endpoint the base URL.
+
+    OpenAI reports a stop sequence as finish reason "stop", like end-of-sequence: both map to STOP.
+    """
+
+    provider = "openai"
+    tasks = frozenset({"text-generation"})
+
+    def load(self) -> None:
+        self.client = make_client(self.spec, timeout_s=float(self.spec.params.get("timeout_s", 60.0)))
+        self.remote_model = self.spec.model_id or self.spec.name
+        self.prompt_api = str(self.spec.params.get("prompt_api", "completions"))
+
+    def info(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.spec.name, "remote_model": self.remote_model,
+                "base_url": str(self.client.base_url)}
+
+    def run(self, request: GenerationRequest, ctx: RequestContext) -> GenerationChunk:
+        whole = GenerationChunk()
+        for chunk in self.stream(request, ctx):
+            whole.text += chunk.text
+            whole.token_count += chunk.token_count
+            if chunk.finish_reason is not None:
+                whole.finish_reason = chunk.finish_reason
+                whole.prompt_tokens, whole.output_tokens = chunk.prompt_tokens, chunk.output_tokens
+        return whole
+
+    def _arguments(self, request: GenerationRequest, ctx: RequestContext) -> dict[str, Any]:
+        params = request.sampling
+        arguments: dict[str, Any] = {
+            "model": self.remote_model,
+            "max_tokens": params.max_output_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if params.stop:
+            arguments["stop"] = list(params.stop)
+        if params.seed is not None:
+            arguments["seed"] = params.seed
+        if params.top_k:
+            arguments["extra_body"] = {"top_k": params.top_k}
+        remaining = ctx.time_remaining
+        if remaining is not None:
+            arguments["timeout"] = max(0.05, remaining)
+        return arguments
+
+    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
+        arguments = self._arguments(request, ctx)
+        chat = request.is_chat or self.prompt_api == "chat"
+        finish, usage, output_tokens = FinishReason.STOP, None, 0
+        try:
+            if chat:
+                messages = [{"role": t.role, "content": t.content} for t in request.messages] or [
+                    {"role": "user", "content": request.prompt or ""}
+                ]
+                response = self.client.chat.completions.create(messages=messages, **arguments)
+            else:
+                response = self.client.completions.create(prompt=request.prompt, **arguments)
+            with response:
+                for event in response:
+                    if ctx.is_done():
+                        finish = FinishReason.CANCELLED
+                        break  # leaving the block closes the HTTP stream: the server stops generating
+                    if event.usage is not None:
+                        usage = event.usage
+                    for choice in event.choices:
+                        text = (choice.delta.content or "") if chat else (choice.text or "")
+                        if text:
+                            output_tokens += 1
+                            yield GenerationChunk(text=text, token_count=1)
+                        if choice.finish_reason:
+                            finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+        except AisembleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every SDK error becomes one of our statuses
+            raise map_openai_error(exc, self.spec.name) from exc
+        yield GenerationChunk(
+            finish_reason=finish,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else output_tokens,
+        )
+
+    def cleanup(self) -> None:
+        client, self.client = getattr(self, "client", None), None
+        if client is not None:
+            client.close()

@@ -1,0 +1,29 @@
+"""Integration fixtures: real servers on port 0 hosting real models, shared across the session."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.server import ServerConfig
+from services.llm.app import build_server as build_llm_server
+
+LLM_MODELS = ("smollm2-135m", "smollm2-135m-onnx")
+
+
+@pytest.fixture(scope="session")
+async def llm(registry, store):
+    """One LLM server for the session hosting SmolLM2 on transformers and on ONNX Runtime.
+
+    Yields (server, LlmServiceStub, channel).
+    """
+    models = {name: registry[name] for name in LLM_MODELS}
+    server = build_llm_server(ServerConfig(name="llm"), None, models, store=store)
+    port = await server.start()
+    for name in LLM_MODELS:
+        assert server.model_host.models[name].state.value == "ready", server.model_host.models[name].error
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield server, llm_service_pb2_grpc.LlmServiceStub(channel), channel
+    await channel.close()
+    await server.stop(grace_s=1)
