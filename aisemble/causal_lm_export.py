@@ -12,7 +12,7 @@ __all__ = ["KV_INPUT_NAMES", "export_causal_lm"]
 ONNX_FILE = "model.onnx"
 
 
-def KV_INPUT_NAMES(num_layers: int) -> list[str]:  # noqa: N802 - reads as a constant table
+def KV_INPUT_NAMES(num_layers: int) -> list[str]:
     """past_key_values.{i}.key / .value input names, in graph order."""
     return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
@@ -41,9 +41,7 @@ def export_causal_lm(hf_dir: Path, out_dir: Path, opset: int = 17) -> dict[str, 
             self.inner = inner
 
         def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, *past: Any) -> Any:
-            cache = DynamicCache(
-                ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)], config=config
-            )
+            cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)], config=config)
             out = self.inner(
                 input_ids=input_ids,
                 attention_mask=attention_mask,

@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[key](args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI prints errors, not tracebacks (use -v for those)
+    except Exception as exc:
         from aisemble.errors import AisembleError
 
         if args.verbose or not isinstance(exc, AisembleError | OSError):

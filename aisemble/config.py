@@ -236,7 +236,9 @@ def model_to_mapping(spec: ModelSpec) -> dict[str, Any]:
         value = getattr(spec, f.name)
         default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         if value != default or f.name in ("task", "provider", "service"):
-            out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, Mapping) else value)
+            out[f.name] = (
+                list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, Mapping) else value)
+            )
     return out
 
 
@@ -335,7 +337,7 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     if not isinstance(limits, dict):
         raise ConfigError(f"{path}: 'limits' must be a mapping")
     known_limits = {"max_message_bytes": _int(1024), "max_concurrent_rpcs": _int(1), "grace_s": _non_negative_number}
-    values = {}
+    values: dict[str, Any] = {}
     for key, raw in limits.items():
         if key not in known_limits:
             raise ConfigError(f"{path}: limits: unknown field '{key}'; known: {', '.join(known_limits)}")

@@ -56,7 +56,8 @@ def main() -> int:
     if not problems:
         import onnxruntime
 
-        print(f"environment: ok (onnxruntime {onnxruntime.__version__}, providers {onnxruntime.get_available_providers()})")
+        providers = onnxruntime.get_available_providers()
+        print(f"environment: ok (onnxruntime {onnxruntime.__version__}, providers {providers})")
     return 1 if problems else 0
 
 

@@ -195,9 +195,7 @@ def _pack(message: object) -> any_pb2.Any:
 def to_rpc_status(error: AisembleError) -> status_pb2.Status:
     """Build the google.rpc.Status (with ErrorInfo, BadRequest, RetryInfo details) for a domain error."""
     code = error.code.value[0]
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata)))
-    ]
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata)))]
     if error.field_violations:
         details.append(
             _pack(

@@ -107,10 +107,12 @@ class ModelHost:
         try:
             backend = self._factory(model.spec, self._store)
             await asyncio.to_thread(backend.load)
-        except Exception as exc:  # noqa: BLE001 - a broken model must not take the service down
+        except Exception as exc:
             model.state, model.error = ModelState.FAILED, str(exc) or type(exc).__name__
             level = logging.WARNING if isinstance(exc, AisembleError) else logging.ERROR
-            log.log(level, "model %s failed to load: %s", name, model.error, exc_info=not isinstance(exc, AisembleError))
+            log.log(
+                level, "model %s failed to load: %s", name, model.error, exc_info=not isinstance(exc, AisembleError)
+            )
         else:
             model.backend, model.state, model.error = backend, ModelState.READY, ""
             model.load_seconds = time.perf_counter() - started
@@ -144,5 +146,5 @@ class ModelHost:
             if backend is not None:
                 try:
                     await asyncio.to_thread(backend.cleanup)
-                except Exception:  # noqa: BLE001 - unloading continues with the next model
+                except Exception:
                     log.exception("cleanup of model %s failed", model.spec.name)

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc import aio
 from google.rpc import status_pb2
+from grpc import aio
 
 from aisemble.errors import AisembleError, internal_status, to_rpc_status
 from aisemble.metrics import RpcMetrics
 
-__all__ = ["ErrorAndMetricsInterceptor", "REQUEST_ID_KEY", "STATUS_DETAILS_KEY"]
+__all__ = ["REQUEST_ID_KEY", "STATUS_DETAILS_KEY", "ErrorAndMetricsInterceptor"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _request_id(context: aio.ServicerContext) -> str:
 
 async def _abort(context: aio.ServicerContext, status: status_pb2.Status) -> None:
     code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
-    trailers = tuple(context.trailing_metadata() or ()) + ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    trailers = (*tuple(context.trailing_metadata() or ()), (STATUS_DETAILS_KEY, status.SerializeToString()))
     await context.abort(code, status.message, trailing_metadata=trailers)
 
 
@@ -89,11 +89,17 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
         if handler.response_streaming:
             behavior = handler.unary_stream or handler.stream_stream
             wrapped_stream = self._wrap_stream(method, behavior)
-            factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+            factory = (
+                grpc.stream_stream_rpc_method_handler
+                if handler.request_streaming
+                else grpc.unary_stream_rpc_method_handler
+            )
             return factory(wrapped_stream, handler.request_deserializer, handler.response_serializer)
         behavior = handler.unary_unary or handler.stream_unary
         wrapped_unary = self._wrap_unary(method, behavior)
-        factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        factory = (
+            grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        )
         return factory(wrapped_unary, handler.request_deserializer, handler.response_serializer)
 
     def _finish(self, method: str, outcome: _Outcome, started: float) -> None:

@@ -23,7 +23,10 @@ class RpcMetrics:
             "aisemble_rpc_requests", "RPCs finished, by final status code.", [*labels, "code"], registry=self.registry
         )
         self.errors = Counter(
-            "aisemble_rpc_errors", "RPCs that ended with a status other than OK.", [*labels, "code"], registry=self.registry
+            "aisemble_rpc_errors",
+            "RPCs that ended with a status other than OK.",
+            [*labels, "code"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "aisemble_rpc_latency_seconds",

@@ -71,7 +71,10 @@ def map_openai_error(exc: Exception, model: str) -> AisembleError:
         return DeadlineExceededError(f"the OpenAI endpoint did not answer in time: {detail}", metadata=metadata)
     if isinstance(exc, openai.APIConnectionError):
         return UnavailableError(
-            f"cannot reach the OpenAI endpoint: {detail}", reason="UPSTREAM_UNREACHABLE", metadata=metadata, retry_after_s=1.0
+            f"cannot reach the OpenAI endpoint: {detail}",
+            reason="UPSTREAM_UNREACHABLE",
+            metadata=metadata,
+            retry_after_s=1.0,
         )
     if isinstance(exc, openai.AuthenticationError):
         return UnauthenticatedError(f"the OpenAI endpoint refused the API key: {detail}", metadata=metadata)
@@ -85,9 +88,13 @@ def map_openai_error(exc: Exception, model: str) -> AisembleError:
             retry_after_s=_retry_after(exc),
         )
     if isinstance(exc, openai.NotFoundError):
-        return NotFoundError(f"the OpenAI endpoint does not know this model: {detail}", reason="UPSTREAM_NOT_FOUND", metadata=metadata)
+        return NotFoundError(
+            f"the OpenAI endpoint does not know this model: {detail}", reason="UPSTREAM_NOT_FOUND", metadata=metadata
+        )
     if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
-        return InvalidArgumentError(f"the OpenAI endpoint refused the request: {detail}", reason="UPSTREAM_INVALID", metadata=metadata)
+        return InvalidArgumentError(
+            f"the OpenAI endpoint refused the request: {detail}", reason="UPSTREAM_INVALID", metadata=metadata
+        )
     if isinstance(exc, openai.APIStatusError):
         return UnavailableError(
             f"the OpenAI endpoint failed ({status}): {detail}",
@@ -95,4 +102,6 @@ def map_openai_error(exc: Exception, model: str) -> AisembleError:
             metadata=metadata,
             retry_after_s=_retry_after(exc),
         )
-    return UnavailableError(f"the OpenAI call failed: {detail}", reason="UPSTREAM_ERROR", metadata=metadata, retry_after_s=1.0)
+    return UnavailableError(
+        f"the OpenAI call failed: {detail}", reason="UPSTREAM_ERROR", metadata=metadata, retry_after_s=1.0
+    )

@@ -138,7 +138,7 @@ class AisembleServer:
         for hook in self._on_stop:
             try:
                 await hook()
-            except Exception:  # noqa: BLE001 - shutdown goes on
+            except Exception:
                 log.exception("a shutdown hook failed")
         self._stopped.set()
         log.info("%s stopped", self.config.name)
@@ -166,8 +166,6 @@ def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-
-
 
 
 def request_context(context: aio.ServicerContext, request_id: str = "") -> RequestContext:

@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     endpoint: OpenAICompatibleServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test server
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -66,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
         self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": kind}}, headers)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
         self.endpoint.requests.append({"path": self.path, "body": body})
         if self.headers.get("Authorization") != f"Bearer {self.endpoint.api_key}":
@@ -102,9 +102,17 @@ class _Handler(BaseHTTPRequestHandler):
                 choice["message"] = {"role": "assistant", "content": result.text}
             else:
                 choice["text"] = result.text
-            self._json(200, {"id": uuid.uuid4().hex, "object": "chat.completion" if chat else "text_completion",
-                             "created": int(time.time()), "model": model, "choices": [choice],
-                             "usage": _usage(result)})
+            self._json(
+                200,
+                {
+                    "id": uuid.uuid4().hex,
+                    "object": "chat.completion" if chat else "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": _usage(result),
+                },
+            )
 
     def _stream(self, model: str, chat: bool, request: GenerationRequest, include_usage: bool) -> None:
         self.send_response(200)
@@ -117,7 +125,13 @@ class _Handler(BaseHTTPRequestHandler):
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> None:
-            payload: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model, "choices": choices}
+            payload: dict[str, Any] = {
+                "id": ident,
+                "object": kind,
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
             if usage is not None:
                 payload["usage"] = usage
             self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())

@@ -73,7 +73,7 @@ class LlmRunner:
         for name in self.host.names():
             try:
                 spec, backend = self.host.get(name)
-            except Exception:  # noqa: BLE001, S112 - try the next one
+            except Exception:  # noqa: BLE001 - try the next one
                 continue
             return Resolved(
                 spec, backend, automatic=True, reason="the llm service's default model (the gateway selects by rules)"

@@ -35,5 +35,11 @@ class Sampler:
         if params.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(probs), params.top_p) + 1)
             order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-        token = int(order[np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum(), side="right").clip(max=len(order) - 1)])
+        token = int(
+            order[
+                np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum(), side="right").clip(
+                    max=len(order) - 1
+                )
+            ]
+        )
         return token, float(log_probs[token])

@@ -6,12 +6,12 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from grpc import aio
-
 from aisemble.common.v1 import common_pb2
-from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from grpc import aio
+
+from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.server import request_context
 from services.llm.runner import LlmRunner, Resolved, SamplingOverrides
 from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest
@@ -85,9 +85,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             size = len(request.prompt.encode())
             field = "prompt"
         if size > limits.max_prompt_bytes:
-            violations.append(
-                FieldViolation(field, f"is {size} bytes; the limit is {limits.max_prompt_bytes} bytes")
-            )
+            violations.append(FieldViolation(field, f"is {size} bytes; the limit is {limits.max_prompt_bytes} bytes"))
         overrides = self._overrides(request, violations)
         if violations:
             raise InvalidArgumentError(

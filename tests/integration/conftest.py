@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from aisemble.llm.v1 import llm_service_pb2_grpc
+
 from aisemble.server import ServerConfig
 from services.llm.app import build_server as build_llm_server
 

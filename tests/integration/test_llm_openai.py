@@ -6,10 +6,10 @@ import logging
 
 import grpc
 import pytest
-
-from aisemble.config import model_from_mapping
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+
+from aisemble.config import model_from_mapping
 from aisemble.server import ServerConfig
 from services.llm.app import build_server
 from tests.conftest import status_details
@@ -52,8 +52,12 @@ async def openai_llm(endpoint, store, start_server, monkeypatch):
         "remote-slow": remote("remote-slow", "slow", timeout_s=0.5),
         "remote-down": model_from_mapping(
             "remote-down",
-            {"task": "text-generation", "provider": "openai", "endpoint": "http://127.0.0.1:9/v1",
-             "params": {"api_key_env": "AISEMBLE_TEST_OPENAI_KEY"}},
+            {
+                "task": "text-generation",
+                "provider": "openai",
+                "endpoint": "http://127.0.0.1:9/v1",
+                "params": {"api_key_env": "AISEMBLE_TEST_OPENAI_KEY"},
+            },
         ),
     }
     channel = await start_server(build_server(ServerConfig(name="llm"), None, models, store=store))
@@ -62,7 +66,8 @@ async def openai_llm(endpoint, store, start_server, monkeypatch):
 
 async def test_stream_chat_through_the_openai_wire_protocol(openai_llm, endpoint):
     replies = [
-        r async for r in openai_llm.StreamChat(
+        r
+        async for r in openai_llm.StreamChat(
             pb.StreamChatRequest(model="remote-smol", messages=CAPITAL, max_output_tokens=24, temperature=0)
         )
     ]

@@ -9,10 +9,10 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from aisemble.server import AisembleServer, ServerConfig
 from services.llm.app import build_server
 from services.llm.runner import LlmLimits
@@ -35,7 +35,9 @@ async def test_stream_complete_sends_several_deltas_of_coherent_english(llm):
     _server, stub, _ = llm
     replies = await _collect(
         stub.StreamComplete(
-            pb.StreamCompleteRequest(model=MODEL, prompt="The sun is a star. The moon", max_output_tokens=24, temperature=0)
+            pb.StreamCompleteRequest(
+                model=MODEL, prompt="The sun is a star. The moon", max_output_tokens=24, temperature=0
+            )
         )
     )
     text = "".join(r.text for r in replies)
@@ -82,7 +84,9 @@ async def test_stop_sequence_ends_generation_and_is_not_emitted(llm):
 
 async def test_max_output_tokens_gives_length(llm):
     _server, stub, _ = llm
-    reply = await stub.Complete(pb.CompleteRequest(model=MODEL, prompt="Count: one, two,", max_output_tokens=3, temperature=0))
+    reply = await stub.Complete(
+        pb.CompleteRequest(model=MODEL, prompt="Count: one, two,", max_output_tokens=3, temperature=0)
+    )
     assert reply.finish_reason == pb.FINISH_REASON_LENGTH and reply.usage.output_tokens == 3
 
 
@@ -107,7 +111,13 @@ async def test_cancelled_stream_stops_the_backend(llm, model):
     backend = _backend(server, model)
     before = backend.tokens_generated
     call = stub.StreamComplete(
-        pb.StreamCompleteRequest(model=model, prompt="Write a very long story about a dragon.", max_output_tokens=1000, temperature=0.8, seed=1)
+        pb.StreamCompleteRequest(
+            model=model,
+            prompt="Write a very long story about a dragon.",
+            max_output_tokens=1000,
+            temperature=0.8,
+            seed=1,
+        )
     )
     received = 0
     async for reply in call:
@@ -131,7 +141,9 @@ async def test_deadline_stops_the_backend(llm):
     backend = _backend(server)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(
-            pb.CompleteRequest(model=MODEL, prompt="Tell me everything about history.", max_output_tokens=1000, temperature=0),
+            pb.CompleteRequest(
+                model=MODEL, prompt="Tell me everything about history.", max_output_tokens=1000, temperature=0
+            ),
             timeout=0.8,
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -144,7 +156,9 @@ async def test_deadline_stops_the_backend(llm):
 async def test_other_rpcs_answer_during_a_long_generation(llm):
     _server, stub, channel = llm
     long_call = stub.StreamComplete(
-        pb.StreamCompleteRequest(model=MODEL, prompt="Write a long essay about rivers.", max_output_tokens=200, temperature=0)
+        pb.StreamCompleteRequest(
+            model=MODEL, prompt="Write a long essay about rivers.", max_output_tokens=200, temperature=0
+        )
     )
     await long_call.read()
     health = health_pb2_grpc.HealthStub(channel)
@@ -164,15 +178,69 @@ BAD_REQUESTS = [
     ("missing messages", "Chat", {"model": MODEL}, grpc.StatusCode.INVALID_ARGUMENT, "messages"),
     ("empty model", "Complete", {"prompt": "hi"}, grpc.StatusCode.INVALID_ARGUMENT, "model"),
     ("unknown model", "Complete", {"model": "gpt-17", "prompt": "hi"}, grpc.StatusCode.NOT_FOUND, None),
-    ("zero max tokens", "Complete", {"model": MODEL, "prompt": "hi", "max_output_tokens": 0}, grpc.StatusCode.INVALID_ARGUMENT, "max_output_tokens"),
-    ("negative max tokens", "Complete", {"model": MODEL, "prompt": "hi", "max_output_tokens": -4}, grpc.StatusCode.INVALID_ARGUMENT, "max_output_tokens"),
-    ("max tokens above limit", "Complete", {"model": MODEL, "prompt": "hi", "max_output_tokens": 100_000}, grpc.StatusCode.INVALID_ARGUMENT, "max_output_tokens"),
-    ("negative temperature", "Complete", {"model": MODEL, "prompt": "hi", "temperature": -0.5}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
-    ("NaN temperature", "Complete", {"model": MODEL, "prompt": "hi", "temperature": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
-    ("top_p zero", "Complete", {"model": MODEL, "prompt": "hi", "top_p": 0.0}, grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
-    ("top_p above one", "Complete", {"model": MODEL, "prompt": "hi", "top_p": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
-    ("too many stops", "Complete", {"model": MODEL, "prompt": "hi", "stop": [f"s{i}" for i in range(9)]}, grpc.StatusCode.INVALID_ARGUMENT, "stop"),
-    ("10 MB prompt", "Complete", {"model": MODEL, "prompt": "a" * (10 * 1024 * 1024)}, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+    (
+        "zero max tokens",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "max_output_tokens": 0},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_output_tokens",
+    ),
+    (
+        "negative max tokens",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "max_output_tokens": -4},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_output_tokens",
+    ),
+    (
+        "max tokens above limit",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "max_output_tokens": 100_000},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_output_tokens",
+    ),
+    (
+        "negative temperature",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "temperature": -0.5},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "temperature",
+    ),
+    (
+        "NaN temperature",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "temperature": float("nan")},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "temperature",
+    ),
+    (
+        "top_p zero",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "top_p": 0.0},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_p",
+    ),
+    (
+        "top_p above one",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "top_p": 1.5},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_p",
+    ),
+    (
+        "too many stops",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "stop": [f"s{i}" for i in range(9)]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "stop",
+    ),
+    (
+        "10 MB prompt",
+        "Complete",
+        {"model": MODEL, "prompt": "a" * (10 * 1024 * 1024)},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "prompt",
+    ),
 ]
 
 
@@ -211,7 +279,9 @@ async def test_more_concurrent_generations_than_configured_is_resource_exhausted
     server = build_server(ServerConfig(name="llm"), None, {MODEL: registry[MODEL]}, store=store, limits=limits)
     channel = await start_server(server)
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
-    first = stub.StreamComplete(pb.StreamCompleteRequest(model=MODEL, prompt="Tell a story.", max_output_tokens=64, temperature=0))
+    first = stub.StreamComplete(
+        pb.StreamCompleteRequest(model=MODEL, prompt="Tell a story.", max_output_tokens=64, temperature=0)
+    )
     await first.read()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(pb.CompleteRequest(model=MODEL, prompt="Hi", max_output_tokens=2))

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 
 from aisemble.backend import ENTRY_POINT_GROUP, known_providers, resolve_backend_class
 from aisemble.config import ConfigError, load_models
-from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.server import ServerConfig
 from services.llm.app import build_server
 
@@ -23,8 +23,18 @@ def installed_plugin(tmp_path_factory):
     """pip-install the plugin into a private folder and put it on sys.path for this module."""
     target = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(PLUGIN)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(PLUGIN),
+        ],
         check=True,
     )
     sys.path.insert(0, str(target))
@@ -53,7 +63,8 @@ async def test_entry_point_backend_is_discovered_and_serves(installed_plugin, tm
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
 
     replies = [
-        r async for r in stub.StreamComplete(
+        r
+        async for r in stub.StreamComplete(
             llm_service_pb2.StreamCompleteRequest(model="reverser", prompt="one two three")
         )
     ]

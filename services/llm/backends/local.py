@@ -93,7 +93,9 @@ class LocalDecoderBackend(Backend, abc.ABC):
         if not generation.exists():
             return {}
         values = json.loads(generation.read_text())
-        return {k: float(values[k]) for k in ("temperature", "top_p", "top_k") if isinstance(values.get(k), int | float)}
+        return {
+            k: float(values[k]) for k in ("temperature", "top_p", "top_k") if isinstance(values.get(k), int | float)
+        }
 
     def info(self) -> dict[str, Any]:
         return {

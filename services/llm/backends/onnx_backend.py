@@ -39,7 +39,11 @@ class OnnxLlmBackend(LocalDecoderBackend):
         threads = int(self.spec.params.get("intra_op_threads", 0))
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.spec.device == "cuda" else ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if self.spec.device == "cuda"
+            else ["CPUExecutionProvider"]
+        )
         self.session = ort.InferenceSession(str(graph), options, providers=providers)
         self._past_names = KV_INPUT_NAMES(self._layers)
         self._output_names = [o.name for o in self.session.get_outputs()]

@@ -31,8 +31,12 @@ class OpenAIBackend(Backend):
         self.prompt_api = str(self.spec.params.get("prompt_api", "completions"))
 
     def info(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.spec.name, "remote_model": self.remote_model,
-                "base_url": str(self.client.base_url)}
+        return {
+            "provider": self.provider,
+            "model": self.spec.name,
+            "remote_model": self.remote_model,
+            "base_url": str(self.client.base_url),
+        }
 
     def run(self, request: GenerationRequest, ctx: RequestContext) -> GenerationChunk:
         whole = GenerationChunk()
@@ -93,7 +97,7 @@ class OpenAIBackend(Backend):
                             finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         except AisembleError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every SDK error becomes one of our statuses
+        except Exception as exc:
             raise map_openai_error(exc, self.spec.name) from exc
         yield GenerationChunk(
             finish_reason=finish,

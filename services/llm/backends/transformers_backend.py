@@ -22,7 +22,7 @@ class TransformersBackend(LocalDecoderBackend):
         from transformers import AutoModelForCausalLM
 
         self._torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         self.model.eval()
 
     def _forward(self, input_ids: list[int], past: Any) -> tuple[np.ndarray, Any]:

@@ -29,4 +29,6 @@ class ReverseBackend(Backend):
         for index, word in enumerate(words):
             ctx.check()
             yield GenerationChunk(text=word if index == 0 else " " + word, token_count=1)
-        yield GenerationChunk(finish_reason=FinishReason.STOP, prompt_tokens=len(text.split()), output_tokens=len(words))
+        yield GenerationChunk(
+            finish_reason=FinishReason.STOP, prompt_tokens=len(text.split()), output_tokens=len(words)
+        )

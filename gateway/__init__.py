@@ -1,0 +1,1 @@
+"""The gateway: the mesh's front door (registry, model selection, routing, cache)."""
