@@ -102,6 +102,100 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _default_target() -> str:
+    from aisemble.config import load_mesh
+
+    return load_mesh().gateway.addresses[0]
+
+
+def _generation_fields(args: argparse.Namespace) -> dict[str, object]:
+    fields: dict[str, object] = {"model": args.model, "stop": args.stop or []}
+    for name, value in (
+        ("max_output_tokens", args.max_tokens),
+        ("temperature", args.temperature),
+        ("top_p", args.top_p),
+        ("seed", args.seed),
+    ):
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _print_rpc_error(exc: Exception) -> int:
+    import grpc
+
+    if not isinstance(exc, grpc.RpcError):
+        raise exc
+    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    return 1
+
+
+@_command("complete")
+def _complete(args: argparse.Namespace) -> int:
+    return _generate(args, chat=False)
+
+
+@_command("chat")
+def _chat(args: argparse.Namespace) -> int:
+    return _generate(args, chat=True)
+
+
+def _generate(args: argparse.Namespace, chat: bool) -> int:
+    import grpc
+
+    from aisemble.llm.v1 import llm_service_pb2 as pb
+    from aisemble.llm.v1 import llm_service_pb2_grpc
+
+    fields = _generation_fields(args)
+    if chat:
+        messages = [pb.ChatMessage(role=pb.CHAT_ROLE_SYSTEM, content=args.system)] if args.system else []
+        messages.append(pb.ChatMessage(role=pb.CHAT_ROLE_USER, content=args.prompt))
+        fields["messages"] = messages
+    else:
+        fields["prompt"] = args.prompt
+    with grpc.insecure_channel(args.address or _default_target()) as channel:
+        stub = llm_service_pb2_grpc.LlmServiceStub(channel)
+        try:
+            if args.stream:
+                request = (pb.StreamChatRequest if chat else pb.StreamCompleteRequest)(**fields)
+                method = stub.StreamChat if chat else stub.StreamComplete
+                last = None
+                for reply in method(request, timeout=args.timeout):
+                    sys.stdout.write(reply.text)
+                    sys.stdout.flush()
+                    last = reply
+                sys.stdout.write("\n")
+                summary = last
+            else:
+                request = (pb.ChatRequest if chat else pb.CompleteRequest)(**fields)
+                summary = (stub.Chat if chat else stub.Complete)(request, timeout=args.timeout)
+                print(summary.text)
+        except grpc.RpcError as exc:
+            return _print_rpc_error(exc)
+    if summary is not None:
+        usage = summary.usage
+        reason = pb.FinishReason.Name(summary.finish_reason).removeprefix("FINISH_REASON_").lower()
+        print(
+            f"[{args.model} -> {summary.selection.model or args.model}: {reason}, {usage.prompt_tokens} prompt + "
+            f"{usage.output_tokens} output tokens, cost {usage.cost:.6f}]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt (complete) or the user message (chat)")
+    parser.add_argument("--model", default="auto", help="a registry model name, or auto (default)")
+    parser.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    parser.add_argument("--max-tokens", type=int, help="max_output_tokens")
+    parser.add_argument("--temperature", type=float, help="0 for greedy")
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--stop", action="append", help="a stop sequence (repeatable)")
+    parser.add_argument("--address", help="host:port (default: the gateway from configs/mesh.yaml)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aisemble", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -124,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the whole mesh in the foreground; Ctrl-C stops it")
     up.add_argument("--start-timeout", type=float, default=600.0, help="seconds each service may take to load")
+
+    complete = sub.add_parser("complete", help="a text completion (LlmService.Complete / StreamComplete)")
+    _add_generation_arguments(complete)
+    chat = sub.add_parser("chat", help="one chat turn (LlmService.Chat / StreamChat)")
+    _add_generation_arguments(chat)
+    chat.add_argument("--system", help="a system message")
 
     health = sub.add_parser("health", help="grpc.health.v1 check of a server or one model")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")
