@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aisemble.environment import apply_offline_defaults
 
@@ -108,8 +109,8 @@ def _default_target() -> str:
     return load_mesh().gateway.addresses[0]
 
 
-def _generation_fields(args: argparse.Namespace) -> dict[str, object]:
-    fields: dict[str, object] = {"model": args.model, "stop": args.stop or []}
+def _generation_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {"model": args.model, "stop": args.stop or []}
     for name, value in (
         ("max_output_tokens", args.max_tokens),
         ("temperature", args.temperature),
@@ -142,7 +143,6 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, chat: bool) -> int:
     import grpc
-
     from aisemble.llm.v1 import llm_service_pb2 as pb
     from aisemble.llm.v1 import llm_service_pb2_grpc
 

@@ -28,6 +28,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
+    "UpstreamError",
     "internal_status",
     "to_rpc_status",
 ]
@@ -186,6 +187,15 @@ class ModelNotReadyError(UnavailableError):
         )
 
 
+class UpstreamError(AisembleError):
+    """Another server's status, passed through unchanged (code, message and details)."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message, reason="UPSTREAM")
+        self.status = status
+        self.code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -194,6 +204,8 @@ def _pack(message: object) -> any_pb2.Any:
 
 def to_rpc_status(error: AisembleError) -> status_pb2.Status:
     """Build the google.rpc.Status (with ErrorInfo, BadRequest, RetryInfo details) for a domain error."""
+    if isinstance(error, UpstreamError):
+        return error.status
     code = error.code.value[0]
     details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata)))]
     if error.field_violations:

@@ -52,6 +52,7 @@ class AisembleServer:
 
     start(): binds, serves health (overall NOT_SERVING until the preloaded models are loaded, one
     entry per service and per model), reflection, metrics; then loads the models.
+    on_start hooks run once serving, before the overall health turns SERVING.
     stop(): health NOT_SERVING, drain in-flight RPCs for grace_s, stop, unload models, run on_stop hooks.
     """
 
@@ -61,6 +62,7 @@ class AisembleServer:
         bindings: Sequence[ServiceBinding],
         model_host: ModelHost | None = None,
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_start: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.config = config
         self.bindings = list(bindings)
@@ -70,6 +72,7 @@ class AisembleServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._on_stop = list(on_stop)
+        self._on_start = list(on_start)
         self._server: aio.Server | None = None
         self._stopped = asyncio.Event()
 
@@ -115,6 +118,8 @@ class AisembleServer:
             )
             if load_models:
                 await self.model_host.load_all()
+        for hook in self._on_start:
+            await hook()
         await self.set_serving(True)
         return self.port
 

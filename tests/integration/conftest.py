@@ -27,3 +27,21 @@ async def llm(registry, store):
     yield server, llm_service_pb2_grpc.LlmServiceStub(channel), channel
     await channel.close()
     await server.stop(grace_s=1)
+
+
+def write_registry(path, registry, names):
+    """A models.yaml holding only the named entries of the shipped registry."""
+    from gateway.registry import write_models_file
+
+    write_models_file(path, [registry[name] for name in names])
+    return path
+
+
+def mesh_for(**services):
+    """A MeshConfig whose services are at the given addresses (lists of host:port)."""
+    from aisemble.config import MeshConfig, ServiceEndpoint
+
+    return MeshConfig(
+        gateway=ServiceEndpoint("gateway", ("127.0.0.1:0",)),
+        services={name: ServiceEndpoint(name, tuple(addresses)) for name, addresses in services.items()},
+    )

@@ -1,0 +1,232 @@
+"""Long-lived channels to the mesh services (round_robin over replicas), per-model health, forwarding calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aisemble.errors import (
+    AisembleError,
+    CancelledError,
+    DeadlineExceededError,
+    ModelNotReadyError,
+    UnavailableError,
+    UpstreamError,
+)
+from aisemble.interceptors import STATUS_DETAILS_KEY
+from aisemble.server import channel_options
+
+__all__ = ["Router", "Upstream", "forwardable_metadata", "upstream_error"]
+
+log = logging.getLogger(__name__)
+
+_IP_PORT = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
+#: Metadata that belongs to one hop and is not forwarded.
+_HOP_BY_HOP = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
+
+
+def forwardable_metadata(context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
+    """The caller's metadata that passes through to the service (request ids, auth, tracing)."""
+    return [
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if key not in _HOP_BY_HOP and not key.startswith(":") and not key.startswith("grpc-")
+    ]
+
+
+def upstream_error(exc: grpc.aio.AioRpcError, service: str, addresses: Iterable[str]) -> AisembleError:
+    """Our error for a failed upstream call: its own rich status when it sent one, else a clear one of ours."""
+    code = exc.code()
+    for key, value in exc.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return UpstreamError(status_pb2.Status.FromString(value))
+    where = ", ".join(addresses)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(
+            f"the {service} service ({where}) is unavailable: {exc.details()}",
+            reason="UPSTREAM_UNAVAILABLE",
+            metadata={"service": service},
+            retry_after_s=1.0,
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(
+            f"the {service} service did not answer before the deadline", metadata={"service": service}
+        )
+    if code == grpc.StatusCode.CANCELLED:
+        return CancelledError(f"the call to the {service} service was cancelled", metadata={"service": service})
+    return UpstreamError(status_pb2.Status(code=code.value[0], message=exc.details() or code.name))
+
+
+class Upstream:
+    """One mesh service: a single long-lived channel balancing over its replicas with round_robin.
+
+    Client-side health checking (healthCheckConfig) takes a replica that is NOT_SERVING (draining,
+    loading) out of rotation; a replica that refuses connections is skipped by round_robin itself.
+    """
+
+    def __init__(self, name: str, addresses: Iterable[str], max_message_bytes: int = 16 * 1024 * 1024) -> None:
+        self.name = name
+        self.addresses = tuple(addresses)
+        if len(self.addresses) > 1 and all(_IP_PORT.match(a) for a in self.addresses):
+            target = "ipv4:" + ",".join(self.addresses)
+        else:
+            target = self.addresses[0]
+        service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+        options = [
+            *channel_options(max_message_bytes),
+            ("grpc.service_config", json.dumps(service_config)),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+        ]
+        self.channel = aio.insecure_channel(target, options=options)
+        self._callables: dict[str, Any] = {}
+
+    def callable(self, path: str, kind: str, serializer: Callable[..., bytes], deserializer: Callable[..., Any]) -> Any:
+        """A cached multi-callable for a method path ('unary_unary', 'unary_stream', 'stream_stream', ...)."""
+        key = f"{kind}:{path}"
+        if key not in self._callables:
+            factory = getattr(self.channel, kind)
+            self._callables[key] = factory(path, request_serializer=serializer, response_deserializer=deserializer)
+        return self._callables[key]
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+class Router:
+    """Upstreams by service name, and the health of every model they host (from grpc.health.v1 Watch)."""
+
+    def __init__(self, upstreams: dict[str, Upstream]) -> None:
+        self.upstreams = upstreams
+        self.model_health: dict[str, str] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+
+    def upstream(self, service: str) -> Upstream:
+        """The upstream of a service, or UNAVAILABLE when the mesh has none configured."""
+        upstream = self.upstreams.get(service)
+        if upstream is None:
+            raise UnavailableError(
+                f"no '{service}' service is configured in the mesh", reason="SERVICE_NOT_CONFIGURED", retry_after_s=5.0
+            )
+        return upstream
+
+    def health_of(self, model: str) -> str:
+        """SERVING, NOT_SERVING or UNKNOWN (no answer yet)."""
+        return self.model_health.get(model, "UNKNOWN")
+
+    def check_routable(self, model: str, service: str) -> None:
+        """UNAVAILABLE (with RetryInfo) when the service says the model is not loaded."""
+        if self.health_of(model) == "NOT_SERVING":
+            raise ModelNotReadyError(model, f"not loaded on the {service} service")
+
+    def watch_model(self, model: str, service: str) -> None:
+        """Follow a model's health on its service (idempotent)."""
+        if model in self._watchers or service not in self.upstreams:
+            return
+        self._watchers[model] = asyncio.create_task(self._watch(model, self.upstreams[service]))
+
+    def unwatch_model(self, model: str) -> None:
+        """Stop following a model."""
+        task = self._watchers.pop(model, None)
+        if task is not None:
+            task.cancel()
+        self.model_health.pop(model, None)
+
+    async def _watch(self, model: str, upstream: Upstream) -> None:
+        stub = health_pb2_grpc.HealthStub(upstream.channel)
+        delay = 0.5
+        while True:
+            try:
+                call = stub.Watch(health_pb2.HealthCheckRequest(service=model))
+                async for reply in call:
+                    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                    self.model_health[model] = "SERVING" if status == "SERVING" else "NOT_SERVING"
+                    delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.model_health[model] = "NOT_SERVING" if exc.code() == grpc.StatusCode.UNAVAILABLE else "UNKNOWN"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        """Stop the health watchers and close every channel."""
+        for task in self._watchers.values():
+            task.cancel()
+        for task in self._watchers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for upstream in self.upstreams.values():
+            await upstream.close()
+
+    # --- forwarding ---
+    async def unary(
+        self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
+    ) -> Any:
+        """Forward a unary call with the caller's remaining deadline and metadata."""
+        call = upstream.callable(path, "unary_unary", type(request).SerializeToString, response_type.FromString)
+        try:
+            return await call(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+
+    async def server_stream(
+        self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """Forward a server-streaming call message by message (no buffering); cancelling ours cancels theirs."""
+        method = upstream.callable(path, "unary_stream", type(request).SerializeToString, response_type.FromString)
+        call = method(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+        finally:
+            call.cancel()
+
+    async def bidi_stream(
+        self,
+        upstream: Upstream,
+        path: str,
+        requests: AsyncIterator[Any],
+        request_type: Any,
+        response_type: Any,
+        context: aio.ServicerContext,
+    ) -> AsyncIterator[Any]:
+        """Forward a bidirectional stream; flow control is end to end (gRPC's own windows)."""
+        method = upstream.callable(path, "stream_stream", request_type.SerializeToString, response_type.FromString)
+        call = method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+        finally:
+            call.cancel()
+
+    async def client_stream(
+        self,
+        upstream: Upstream,
+        path: str,
+        requests: AsyncIterator[Any],
+        request_type: Any,
+        response_type: Any,
+        context: aio.ServicerContext,
+    ) -> Any:
+        """Forward a client-streaming call (e.g. a file upload) chunk by chunk."""
+        method = upstream.callable(path, "stream_unary", request_type.SerializeToString, response_type.FromString)
+        try:
+            return await method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        except grpc.aio.AioRpcError as exc:
+            raise upstream_error(exc, upstream.name, upstream.addresses) from None
