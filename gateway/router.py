@@ -155,8 +155,10 @@ class Router:
                     delay = 0.5
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError as exc:
-                self.model_health[model] = "NOT_SERVING" if exc.code() == grpc.StatusCode.UNAVAILABLE else "UNKNOWN"
+            except grpc.aio.AioRpcError:
+                # The replica that answered went away; another may serve it. Calls go through (the channel
+                # finds a live replica or fails with UNAVAILABLE); `auto` waits for a SERVING answer.
+                self.model_health[model] = "UNKNOWN"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
