@@ -5,9 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 
 from aisemble.server import ServerConfig
 from services.llm.app import build_server as build_llm_server
+from services.nlp.app import build_server as build_nlp_server
 
 LLM_MODELS = ("smollm2-135m", "smollm2-135m-onnx")
 
@@ -45,3 +47,52 @@ def mesh_for(**services):
         gateway=ServiceEndpoint("gateway", ("127.0.0.1:0",)),
         services={name: ServiceEndpoint(name, tuple(addresses)) for name, addresses in services.items()},
     )
+
+
+NLP_MODELS = ("minilm-l6", "minilm-l6-int8", "langid")
+
+
+@pytest.fixture(scope="session")
+async def nlp(registry, store):
+    """One NLP server for the session hosting MiniLM-L6 (fp32 and int8 ONNX) and fastText lid.176.
+
+    Yields (server, NlpServiceStub, channel).
+    """
+    models = {name: registry[name] for name in NLP_MODELS}
+    server = build_nlp_server(ServerConfig(name="nlp"), None, models, store=store)
+    port = await server.start()
+    for name in NLP_MODELS:
+        assert server.model_host.models[name].state.value == "ready", server.model_host.models[name].error
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield server, nlp_service_pb2_grpc.NlpServiceStub(channel), channel
+    await channel.close()
+    await server.stop(grace_s=1)
+
+
+VISION_MODELS = ("yolov8-fall", "yolov8-fall-ultralytics", "nudenet", "ppocr-v4", "doc-orientation")
+
+
+@pytest.fixture(scope="session")
+async def vision(registry, store, tmp_path_factory):
+    """One vision server for the session hosting the fall detector (ONNX Runtime and Ultralytics), NudeNet,
+    PP-OCRv4 and the document-orientation classifier; file:// URIs are read under a temporary root.
+
+    Yields (server, VisionServiceStub, channel, image_root).
+    """
+    from aisemble.vision.v1 import vision_service_pb2_grpc
+
+    from aisemble.images import ImageLimits
+    from services.vision.app import build_server as build_vision_server
+
+    image_root = tmp_path_factory.mktemp("vision-images")
+    models = {name: registry[name] for name in VISION_MODELS}
+    server = build_vision_server(
+        ServerConfig(name="vision"), None, models, store=store, images=ImageLimits(roots=(image_root,))
+    )
+    port = await server.start()
+    for name in VISION_MODELS:
+        assert server.model_host.models[name].state.value == "ready", server.model_host.models[name].error
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield server, vision_service_pb2_grpc.VisionServiceStub(channel), channel, image_root
+    await channel.close()
+    await server.stop(grace_s=1)
