@@ -19,7 +19,14 @@ from aisemble.interceptors import ErrorAndMetricsInterceptor
 from aisemble.metrics import RpcMetrics, serve_metrics
 from aisemble.telemetry import configure_tracing
 
-__all__ = ["AisembleServer", "ServerConfig", "ServiceBinding", "channel_options", "request_context"]
+__all__ = [
+    "AisembleServer",
+    "ServerConfig",
+    "ServiceBinding",
+    "channel_options",
+    "forwardable_metadata",
+    "request_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +189,16 @@ def request_context(context: aio.ServicerContext, request_id: str = "") -> Reque
     )
     context.add_done_callback(lambda _call: ctx.cancelled.set())
     return ctx
+
+
+#: Metadata that belongs to one hop and is not forwarded.
+_HOP_BY_HOP = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
+
+
+def forwardable_metadata(context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
+    """The caller's metadata that passes through to the service (request ids, auth, tracing)."""
+    return [
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if key not in _HOP_BY_HOP and not key.startswith(":") and not key.startswith("grpc-")
+    ]

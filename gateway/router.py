@@ -24,24 +24,13 @@ from aisemble.errors import (
     UpstreamError,
 )
 from aisemble.interceptors import STATUS_DETAILS_KEY
-from aisemble.server import channel_options
+from aisemble.server import channel_options, forwardable_metadata
 
-__all__ = ["Router", "Upstream", "forwardable_metadata", "upstream_error"]
+__all__ = ["Router", "Upstream", "upstream_error"]
 
 log = logging.getLogger(__name__)
 
 _IP_PORT = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
-#: Metadata that belongs to one hop and is not forwarded.
-_HOP_BY_HOP = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
-
-
-def forwardable_metadata(context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
-    """The caller's metadata that passes through to the service (request ids, auth, tracing)."""
-    return [
-        (key, value)
-        for key, value in context.invocation_metadata() or ()
-        if key not in _HOP_BY_HOP and not key.startswith(":") and not key.startswith("grpc-")
-    ]
 
 
 def upstream_error(exc: grpc.aio.AioRpcError, service: str, addresses: Iterable[str]) -> AisembleError:

@@ -1,0 +1,127 @@
+"""Runs an ensemble: every member through the gateway in parallel, each with its own deadline, then combines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aisemble.common.v1 import common_pb2
+from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.vision.v1 import vision_service_pb2_grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from aisemble.errors import UnavailableError
+from aisemble.interceptors import STATUS_DETAILS_KEY
+from aisemble.server import channel_options
+from services.ensemble.strategies import Success, combine, confidence
+
+__all__ = ["EnsembleRunner", "MemberPlan"]
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """One member as validated: model, weight and how long it may take."""
+
+    model: str
+    weight: float
+    timeout_s: float | None
+
+
+def _failure(model: str, exc: Exception) -> common_pb2.PartFailure:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        reason = ""
+        for key, value in exc.trailing_metadata() or ():
+            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+                for detail in status_pb2.Status.FromString(value).details:
+                    if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                        info = error_details_pb2.ErrorInfo()
+                        detail.Unpack(info)
+                        reason = info.reason
+        return common_pb2.PartFailure(part=model, code=exc.code().value[0], reason=reason, message=exc.details() or "")
+    if isinstance(exc, asyncio.TimeoutError):
+        return common_pb2.PartFailure(
+            part=model,
+            code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+            reason="DEADLINE_EXCEEDED",
+            message="the member did not answer within its timeout",
+        )
+    return common_pb2.PartFailure(
+        part=model, code=grpc.StatusCode.INTERNAL.value[0], reason="INTERNAL", message=type(exc).__name__
+    )
+
+
+class EnsembleRunner:
+    """Calls members through the gateway (so they are routed, cached and measured like any call)."""
+
+    def __init__(self, gateway_target: str, max_message_bytes: int = 16 * 1024 * 1024) -> None:
+        self.channel = aio.insecure_channel(gateway_target, options=channel_options(max_message_bytes))
+        self._calls = {
+            "completion": llm_service_pb2_grpc.LlmServiceStub(self.channel).Complete,
+            "classification": nlp_service_pb2_grpc.NlpServiceStub(self.channel).Classify,
+            "detection": vision_service_pb2_grpc.VisionServiceStub(self.channel).Detect,
+        }
+
+    async def _member(
+        self, kind: str, request: Any, member: MemberPlan, remaining: float | None, metadata: Sequence[tuple[str, str]]
+    ) -> tuple[MemberPlan, Any, float, Exception | None]:
+        own = type(request)()
+        own.CopyFrom(request)
+        own.model = member.model
+        limits = [t for t in (member.timeout_s, remaining) if t is not None]
+        started = time.perf_counter()
+        try:
+            result = await self._calls[kind](own, timeout=min(limits) if limits else None, metadata=metadata)
+            return member, result, time.perf_counter() - started, None
+        except (TimeoutError, grpc.aio.AioRpcError) as exc:
+            return member, None, time.perf_counter() - started, exc
+
+    async def run(
+        self,
+        kind: str,
+        strategy: int,
+        request: Any,
+        members: Sequence[MemberPlan],
+        min_successful: int,
+        remaining: float | None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> pb.RunResponse:
+        """Every member's outcome and, when enough succeeded, the combined result."""
+        outcomes = await asyncio.gather(*(self._member(kind, request, m, remaining, metadata) for m in members))
+        response = pb.RunResponse(strategy=strategy)  # type: ignore[arg-type]
+        successes = []
+        for member, result, seconds, error in outcomes:
+            entry = response.member_results.add(model=member.model, weight=member.weight)
+            entry.latency.CopyFrom(duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
+            if error is not None:
+                entry.failure.CopyFrom(_failure(member.model, error))
+                continue
+            entry.confidence = confidence(kind, result)
+            getattr(entry, kind).CopyFrom(result)
+            successes.append(Success(member.model, member.weight, result, entry.confidence))
+        if len(successes) < min_successful:
+            failures = "; ".join(
+                f"{r.model}: {grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == r.failure.code)).name} "
+                f"{r.failure.message}"
+                for r in response.member_results
+                if r.HasField("failure")
+            )
+            raise UnavailableError(
+                f"{len(successes)} of {len(members)} members succeeded, min_successful is {min_successful}: {failures}",
+                reason="ENSEMBLE_TOO_FEW_MEMBERS",
+                metadata={"succeeded": str(len(successes)), "min_successful": str(min_successful)},
+                retry_after_s=1.0,
+            )
+        getattr(response, kind).CopyFrom(combine(kind, strategy, successes))
+        return response
+
+    async def close(self) -> None:
+        """Close the gateway channel."""
+        await self.channel.close()

@@ -1,0 +1,114 @@
+"""The ensemble service calling real LLM members through a real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
+from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
+from aisemble.llm.v1 import llm_service_pb2
+from google.protobuf import duration_pb2
+
+from aisemble.server import ServerConfig
+from gateway.app import build_server as build_gateway
+from services.ensemble.app import build_server as build_ensemble
+from tests.integration.conftest import LLM_MODELS, mesh_for, write_registry
+
+
+@pytest.fixture
+async def ensemble(llm, registry, store, tmp_path, start_server):
+    path = write_registry(tmp_path / "models.yaml", registry, LLM_MODELS)
+    gateway_server = build_gateway(
+        ServerConfig(name="gateway"),
+        mesh_for(llm=[f"127.0.0.1:{llm[0].port}"]),
+        registry_path=path,
+        store_root=store.root,
+    )
+    await start_server(gateway_server)
+    for _ in range(100):
+        if all(gateway_server.gateway.router.health_of(m) == "SERVING" for m in LLM_MODELS):
+            break
+        await asyncio.sleep(0.05)
+    server = build_ensemble(
+        ServerConfig(name="ensemble"), mesh_for(), gateway_target=f"127.0.0.1:{gateway_server.port}"
+    )
+    channel = await start_server(server)
+    return ensemble_service_pb2_grpc.EnsembleServiceStub(channel)
+
+
+def _completion(**fields):
+    return llm_service_pb2.CompleteRequest(
+        prompt="The capital of France is", max_output_tokens=6, temperature=0, **fields
+    )
+
+
+async def test_highest_confidence_over_two_real_models(ensemble):
+    reply = await ensemble.Run(
+        pb.RunRequest(members=[pb.Member(model=m) for m in LLM_MODELS], completion=_completion())
+    )
+    assert reply.strategy == pb.STRATEGY_HIGHEST_CONFIDENCE
+    assert [r.model for r in reply.member_results] == list(LLM_MODELS)
+    assert all(r.HasField("completion") and r.confidence < 0 for r in reply.member_results)
+    assert reply.completion.selection.model in LLM_MODELS and "Paris" in reply.completion.text
+    assert reply.completion.usage.output_tokens == sum(r.completion.usage.output_tokens for r in reply.member_results)
+
+
+async def test_a_failing_member_is_reported_not_fatal(ensemble):
+    reply = await ensemble.Run(
+        pb.RunRequest(
+            members=[
+                pb.Member(model="smollm2-135m-onnx"),
+                pb.Member(model="no-such-model"),
+                pb.Member(model="smollm2-135m", timeout=duration_pb2.Duration(nanos=1_000_000)),
+            ],
+            strategy=pb.STRATEGY_WEIGHTED_VOTE,
+            completion=_completion(),
+        )
+    )
+    outcomes = {r.model: r for r in reply.member_results}
+    assert outcomes["smollm2-135m-onnx"].HasField("completion")
+    assert outcomes["no-such-model"].failure.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert outcomes["no-such-model"].failure.reason == "MODEL_NOT_FOUND"
+    assert outcomes["smollm2-135m"].failure.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert reply.completion.text.strip()
+
+
+async def test_too_few_successes_is_unavailable(ensemble):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ensemble.Run(
+            pb.RunRequest(
+                members=[pb.Member(model="smollm2-135m-onnx"), pb.Member(model="nope")],
+                min_successful=2,
+                completion=_completion(),
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "nope: NOT_FOUND" in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"completion": _completion()}, "members"),
+        ({"members": [pb.Member(model="auto")], "completion": _completion()}, "members[0].model"),
+        ({"members": [pb.Member(model="a"), pb.Member(model="a")], "completion": _completion()}, "members[1].model"),
+        ({"members": [pb.Member(model="a")]}, "input"),
+        ({"members": [pb.Member(model="a")], "completion": _completion(model="x")}, "completion.model"),
+        (
+            {
+                "members": [pb.Member(model="a")],
+                "strategy": pb.STRATEGY_PROBABILITY_AVERAGE,
+                "completion": _completion(),
+            },
+            "strategy",
+        ),
+        ({"members": [pb.Member(model="a", weight=-1)], "completion": _completion()}, "members[0].weight"),
+        ({"members": [pb.Member(model="a")], "min_successful": 3, "completion": _completion()}, "min_successful"),
+    ],
+)
+async def test_bad_ensembles_are_invalid_argument(ensemble, request_fields, field):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ensemble.Run(pb.RunRequest(**request_fields))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in caught.value.details()
