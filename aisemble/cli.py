@@ -183,6 +183,43 @@ def _generate(args: argparse.Namespace, chat: bool) -> int:
     return 0
 
 
+@_command("status")
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+    from aisemble.registry.v1 import registry_service_pb2 as rpb
+    from aisemble.registry.v1 import registry_service_pb2_grpc
+
+    target = args.address or _default_target()
+    with grpc.insecure_channel(target) as channel:
+        stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+        try:
+            models = stub.ListModels(rpb.ListModelsRequest(), timeout=args.timeout).models
+        except grpc.RpcError as exc:
+            return _print_rpc_error(exc)
+    print(f"gateway {target}: {len(models)} models")
+    header = f"{'model':<22} {'task':<21} {'provider':<12} {'service':<8} {'health':<12} {'requests':>8} {'errors':>6}"
+    print(header + f" {'p50 ms':>7} {'p95 ms':>7} {'tok/s':>6} {'cost':>9}")
+    for model in models:
+        stats = model.stats
+        health = rpb.ModelHealth.Name(model.health).removeprefix("MODEL_HEALTH_")
+        task = common_task_name(model.task)
+        p50 = stats.latency_p50.ToNanoseconds() / 1e6
+        p95 = stats.latency_p95.ToNanoseconds() / 1e6
+        print(
+            f"{model.name:<22} {task:<21} {model.provider:<12} {model.service:<8} {health:<12} "
+            f"{stats.request_count:>8} {stats.error_count:>6} {p50:>7.1f} {p95:>7.1f} "
+            f"{stats.tokens_per_second:>6.1f} {stats.cost_total:>9.6f}"
+        )
+    return 0
+
+
+def common_task_name(task: int) -> str:
+    """The registry spelling of a common.v1.Task value."""
+    from aisemble.common.v1 import common_pb2
+
+    return common_pb2.Task.Name(task).removeprefix("TASK_").lower().replace("_", "-")
+
+
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the prompt (complete) or the user message (chat)")
     parser.add_argument("--model", default="auto", help="a registry model name, or auto (default)")
@@ -207,9 +244,9 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="rebuild even when up to date")
     prepare.add_argument("--store", help="model store folder (default: $AISEMBLE_MODEL_STORE or .aisemble/models)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
-    status = models.add_parser("status", help="what the model store holds and whether it verifies")
-    status.add_argument("--store", help="model store folder")
-    status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
+    store_status = models.add_parser("status", help="what the model store holds and whether it verifies")
+    store_status.add_argument("--store", help="model store folder")
+    store_status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
 
     serve = sub.add_parser("serve", help="run one service (or the gateway) in the foreground")
     serve.add_argument("service", choices=["llm", "nlp", "vision", "ensemble", "finetune", "gateway"])
@@ -224,6 +261,10 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="one chat turn (LlmService.Chat / StreamChat)")
     _add_generation_arguments(chat)
     chat.add_argument("--system", help="a system message")
+
+    status = sub.add_parser("status", help="models, health and live figures, from the gateway")
+    status.add_argument("--address", help="the gateway (default: from configs/mesh.yaml)")
+    status.add_argument("--timeout", type=float, default=5.0)
 
     health = sub.add_parser("health", help="grpc.health.v1 check of a server or one model")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")
