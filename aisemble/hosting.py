@@ -103,6 +103,12 @@ class ModelHost:
         model = self._models[name]
         model.state = ModelState.LOADING
         self._report(model)
+        await self._load(model)
+        self._report(model)
+        return model
+
+    async def _load(self, model: HostedModel) -> None:
+        name = model.spec.name
         started = time.perf_counter()
         try:
             backend = self._factory(model.spec, self._store)
@@ -117,8 +123,6 @@ class ModelHost:
             model.backend, model.state, model.error = backend, ModelState.READY, ""
             model.load_seconds = time.perf_counter() - started
             log.info("model %s ready (%s, %.1f s)", name, model.spec.provider, model.load_seconds)
-        self._report(model)
-        return model
 
     def spec(self, name: str) -> ModelSpec:
         """The spec of a hosted model, or ModelNotFoundError."""
@@ -136,6 +140,35 @@ class ModelHost:
             state = f"{model.state.value}: {model.error}" if model.error else model.state.value
             raise ModelNotReadyError(name, state)
         return model.spec, model.backend
+
+    async def add(self, spec: ModelSpec) -> HostedModel:
+        """Host a new (or changed) model: the old version keeps serving until the new one is loaded."""
+        previous = self._models.get(spec.name)
+        if previous is not None and previous.spec == spec and previous.state is ModelState.READY:
+            return previous
+        loaded = HostedModel(spec, state=ModelState.LOADING)
+        if previous is None:
+            self._models[spec.name] = loaded
+            self._report(loaded)
+        await self._load(loaded)
+        if loaded.state is ModelState.READY or previous is None:
+            self._models[spec.name] = loaded
+            if previous is not None and previous.backend is not None:
+                await asyncio.to_thread(previous.backend.cleanup)
+        else:
+            log.warning("model %s: the new version failed to load; the old one keeps serving", spec.name)
+        self._report(self._models[spec.name])
+        return self._models[spec.name]
+
+    async def remove(self, name: str) -> None:
+        """Stop hosting a model and release it."""
+        model = self._models.pop(name, None)
+        if model is None:
+            return
+        if self._set_health is not None:
+            self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if model.backend is not None:
+            await asyncio.to_thread(model.backend.cleanup)
 
     async def unload_all(self) -> None:
         """Mark every model NOT_SERVING and release its backend."""

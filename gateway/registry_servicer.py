@@ -12,7 +12,7 @@ from grpc import aio
 
 from aisemble.config import ModelSpec
 from aisemble.errors import InvalidArgumentError, ResourceExhaustedError
-from gateway.convert import TASK_FROM_PROTO, model_to_proto, spec_from_proto
+from aisemble.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
 from gateway.proxy import Gateway
 from gateway.selector import AUTO
 

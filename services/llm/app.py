@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 
 from aisemble.config import MeshConfig, ModelSpec
+from aisemble.follower import follow_registry_hooks
 from aisemble.hosting import ModelHost
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store import ModelStore, default_store_root
@@ -24,8 +25,12 @@ def build_server(
     models: Mapping[str, ModelSpec],
     store: ModelStore | None = None,
     limits: LlmLimits | None = None,
+    registry_target: str | None = None,
 ) -> AisembleServer:
-    """An AisembleServer hosting every registry model whose service is 'llm'."""
+    """An AisembleServer hosting every registry model whose service is 'llm'.
+
+    It follows the gateway's registry (registry_target, default the mesh's gateway) to load models
+    registered at run time."""
     hosted = [spec for spec in models.values() if spec.service == "llm"]
     host = ModelHost(hosted, store or ModelStore(default_store_root()))
     runner = LlmRunner(host, limits)
@@ -34,4 +39,6 @@ def build_server(
         runner.close()
 
     binding = ServiceBinding(SERVICE_NAME, LlmServicer(runner), llm_service_pb2_grpc.add_LlmServiceServicer_to_server)
-    return AisembleServer(config, [binding], model_host=host, on_stop=[close_runner])
+    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
+    on_start, on_stop = follow_registry_hooks(target, "llm", host)
+    return AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])

@@ -1,20 +1,37 @@
-"""Conversions between registry entries (ModelSpec) and the registry contract's Model message."""
+"""Conversions between registry entries (ModelSpec) and the registry contract's Model message (shared by the
+gateway and the services that follow the registry)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aisemble.common.v1 import common_pb2
 from aisemble.registry.v1 import registry_service_pb2 as pb
 from google.protobuf import json_format
 
 from aisemble.config import TASKS, ModelSpec, model_from_mapping
-from gateway.stats import ModelFigures
 
-__all__ = ["TASK_FROM_PROTO", "TASK_TO_PROTO", "model_to_proto", "spec_from_proto"]
+__all__ = ["TASK_FROM_PROTO", "TASK_TO_PROTO", "Figures", "model_to_proto", "spec_from_proto"]
 
 TASK_TO_PROTO = {task: common_pb2.Task.Value("TASK_" + task.upper().replace("-", "_")) for task in TASKS}
 TASK_FROM_PROTO = {value: task for task, value in TASK_TO_PROTO.items()}
+
+
+class Figures(Protocol):
+    """Live figures of a model (gateway.stats.ModelFigures)."""
+
+    requests: int
+    errors: int
+    output_tokens: int
+    cost_total: float
+    last_updated: float
+
+    def percentile(self, q: float) -> float | None: ...
+
+    @property
+    def tokens_per_second(self) -> float: ...
+
+
 _HEALTH = {
     "SERVING": pb.MODEL_HEALTH_SERVING,
     "NOT_SERVING": pb.MODEL_HEALTH_NOT_SERVING,
@@ -26,7 +43,7 @@ def _seconds(duration: Any, seconds: float | None) -> None:
         duration.FromNanoseconds(int(seconds * 1e9))
 
 
-def model_to_proto(spec: ModelSpec, health: str = "UNKNOWN", figures: ModelFigures | None = None) -> pb.Model:
+def model_to_proto(spec: ModelSpec, health: str = "UNKNOWN", figures: Figures | None = None) -> pb.Model:
     """A registry entry with its live health and figures."""
     model = pb.Model(
         name=spec.name,
