@@ -56,9 +56,13 @@ def export_causal_lm(hf_dir: Path, out_dir: Path, opset: int = 17) -> dict[str, 
             return (out.logits, *present)
 
     batch, new, past_len = 2, 3, 5  # no axis fixed at 0 or 1, so every axis stays dynamic
+    # Left padding in the example mask makes the tracer keep the padding-mask path (a batch of sequences
+    # of different lengths, as continuous batching runs it); an all-ones mask would trace it away.
+    mask = torch.ones(batch, past_len + new, dtype=torch.long)
+    mask[0, :2] = 0
     example = (
         torch.randint(0, config.vocab_size, (batch, new)),
-        torch.ones(batch, past_len + new, dtype=torch.long),
+        mask,
         torch.arange(past_len, past_len + new).repeat(batch, 1),
         *[torch.randn(batch, kv_heads, past_len, head_dim) for _ in range(2 * layers)],
     )

@@ -50,7 +50,6 @@ class RegistryFollower:
 
     async def _run(self) -> None:
 
-
         delay = 0.5
         while True:
             try:

@@ -640,7 +640,7 @@ def _build_smollm2_onnx(ctx: BuildContext) -> dict[str, Any]:
 register(
     Recipe(
         name=SMOLLM2_135M_INSTRUCT_ONNX,
-        version=1,
+        version=2,
         build=_build_smollm2_onnx,
         requires=(SMOLLM2_135M_INSTRUCT,),
         tools=("torch", "transformers", "onnx"),

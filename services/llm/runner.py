@@ -24,8 +24,8 @@ AUTO = "auto"
 class LlmLimits:
     """Service-wide limits (per model limits come from the registry)."""
 
-    max_concurrent_generations: int = 2
-    max_waiting_generations: int = 8
+    max_concurrent_generations: int = 16  # local models batch them (continuous batching)
+    max_waiting_generations: int = 64
     max_prompt_bytes: int = 256 * 1024
     max_stop_sequences: int = 8
     max_stop_sequence_chars: int = 128

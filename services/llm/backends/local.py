@@ -15,6 +15,7 @@ from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.sampling import Sampler
+from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.stopping import StopSequenceFilter
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
@@ -24,9 +25,11 @@ __all__ = ["LocalDecoderBackend"]
 class LocalDecoderBackend(Backend, abc.ABC):
     """A causal LM run step by step in this process; subclasses supply the forward pass only.
 
-    `_prefill(ids)` runs the prompt and returns the next-token logits and a cache state;
-    `_decode(token, state)` feeds one token. The loop checks for cancellation and the deadline
-    before every step, so a cancelled request stops within one decoding step.
+    With continuous batching (the default; params.continuous_batching: false turns it off), every
+    concurrent sequence joins one ContinuousBatcher, which decodes them together; subclasses then
+    supply prefill_one / decode_batch / kv_join / kv_select. Without it, each request runs its own
+    loop over `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline
+    are checked before every step, so a cancelled request stops within one decoding step.
     """
 
     tasks = frozenset({"text-generation"})
@@ -41,6 +44,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self.tokens_generated = 0
         self.active_sequences = 0
         self._counter_lock = threading.Lock()
+        self.batcher: ContinuousBatcher | None = None
 
     # --- to implement ---
     @abc.abstractmethod
@@ -72,6 +76,14 @@ class LocalDecoderBackend(Backend, abc.ABC):
         logits, _state = self._prefill(self.tokenizer("Hello")["input_ids"])
         if logits.shape[-1] < len(self.tokenizer) - 1024:
             raise FailedPreconditionError(f"model '{self.spec.name}': logits size does not match the tokenizer")
+        params = self.spec.params
+        if params.get("continuous_batching", True):
+            limits = BatchLimits(
+                max_batch_size=int(params.get("max_batch_size", BatchLimits.max_batch_size)),
+                max_waiting=int(params.get("max_waiting", BatchLimits.max_waiting)),
+                max_tokens_in_flight=int(params.get("max_tokens_in_flight", BatchLimits.max_tokens_in_flight)),
+            )
+            self.batcher = ContinuousBatcher(self, limits)  # type: ignore[arg-type]
 
     def _eos_ids(self, path: Path, config: dict[str, Any]) -> set[int]:
         ids: set[int] = set()
@@ -98,12 +110,23 @@ class LocalDecoderBackend(Backend, abc.ABC):
         }
 
     def info(self) -> dict[str, Any]:
-        return {
+        facts: dict[str, Any] = {
             "provider": self.provider,
             "model": self.spec.name,
             "context_window": self.context_window,
             "generation_defaults": self.generation_defaults,
         }
+        if self.batcher is not None:
+            facts["continuous_batching"] = {
+                "max_batch_size": self.batcher.limits.max_batch_size,
+                "running": self.batcher.running,
+                "waiting": self.batcher.waiting,
+            }
+        return facts
+
+    def cleanup(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """Token ids of the prompt, with the chat template applied for chat requests."""
@@ -151,9 +174,26 @@ class LocalDecoderBackend(Backend, abc.ABC):
         return whole
 
     def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
-        params = request.sampling
         input_ids = self.encode(request)
-        self.check_fits(len(input_ids), params.max_output_tokens)
+        self.check_fits(len(input_ids), request.sampling.max_output_tokens)
+        if self.batcher is None:
+            yield from self._stream_alone(request, ctx, input_ids)
+            return
+        with self._counter_lock:
+            self.active_sequences += 1
+        try:
+            for chunk in self.batcher.stream(request, ctx, input_ids):
+                with self._counter_lock:
+                    self.tokens_generated += chunk.token_count
+                yield chunk
+        finally:
+            with self._counter_lock:
+                self.active_sequences -= 1
+
+    def _stream_alone(
+        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
+    ) -> Iterator[GenerationChunk]:
+        params = request.sampling
         sampler = Sampler(params)
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stops = StopSequenceFilter(params.stop)

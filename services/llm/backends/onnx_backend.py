@@ -67,5 +67,36 @@ class OnnxLlmBackend(LocalDecoderBackend):
         past, length = state
         return self._run([token_id], past, length)
 
+    # --- continuous batching (see services/llm/scheduler.py) ---
+    def prefill_one(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
+        logits, (present, _length) = self._prefill(input_ids)
+        return logits, present
+
+    def decode_batch(
+        self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
+    ) -> tuple[np.ndarray, Any]:
+        feeds: dict[str, np.ndarray] = {
+            "input_ids": np.asarray(tokens, dtype=np.int64)[:, None],
+            "attention_mask": attention_mask,
+            "position_ids": np.asarray(positions, dtype=np.int64)[:, None],
+        }
+        feeds.update(zip(self._past_names, kv, strict=True))
+        outputs = self.session.run(self._output_names, feeds)
+        return outputs[0][:, -1], outputs[1:]
+
+    def kv_join(self, batch: Any | None, batch_length: int, one: Any, one_length: int) -> Any:
+        if batch is None:
+            return one
+        length = max(batch_length, one_length)
+
+        def pad(array: np.ndarray, have: int) -> np.ndarray:
+            return np.pad(array, ((0, 0), (0, 0), (length - have, 0), (0, 0))) if have < length else array
+
+        return [np.concatenate([pad(b, batch_length), pad(o, one_length)]) for b, o in zip(batch, one, strict=True)]
+
+    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
+        return [np.ascontiguousarray(array[rows, :, trim_left:]) for array in kv]
+
     def cleanup(self) -> None:
+        super().cleanup()
         self.session = None

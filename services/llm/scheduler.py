@@ -1,0 +1,291 @@
+"""Continuous batching: one decoding loop steps every running sequence together; new ones join between steps."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aisemble.backend import RequestContext
+from aisemble.errors import ResourceExhaustedError
+from services.llm.detokenizer import IncrementalDetokenizer
+from services.llm.sampling import Sampler
+from services.llm.stopping import StopSequenceFilter
+from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
+
+__all__ = ["BatchLimits", "BatchModel", "ContinuousBatcher", "SchedulerStats"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchModel(Protocol):
+    """What the scheduler needs from a backend: a single prefill, a batched decode, and cache surgery.
+
+    A cache ("kv") is backend-specific (numpy arrays for ONNX Runtime, torch tensors for
+    transformers) with shape [batch, heads, length, dim] per layer and left padding.
+    """
+
+    tokenizer: Any
+    eos_token_ids: frozenset[int]
+
+    def prefill_one(self, input_ids: list[int]) -> tuple[np.ndarray, Any]: ...
+
+    def decode_batch(
+        self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
+    ) -> tuple[np.ndarray, Any]: ...
+
+    def kv_join(self, batch: Any | None, batch_length: int, one: Any, one_length: int) -> Any: ...
+
+    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Bounds of the running batch."""
+
+    max_batch_size: int = 8
+    max_waiting: int = 64
+    max_tokens_in_flight: int = 32768  # sum over running sequences of prompt + max_output_tokens
+
+
+@dataclass
+class SchedulerStats:
+    """Counters the runner and benchmarks read."""
+
+    steps: int = 0
+    batched_tokens: int = 0
+    max_batch_seen: int = 0
+    time_to_first_token: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=512))
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    ctx: RequestContext
+    input_ids: list[int]
+    out: queue.Queue[GenerationChunk | BaseException]
+    sampler: Sampler
+    detokenizer: IncrementalDetokenizer
+    stops: StopSequenceFilter
+    enqueued_at: float
+    cache_length: int = 0  # true (unpadded) length of this sequence's cache
+    last_token: int = -1
+    output_tokens: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+    pending_logprob: float = 0.0
+    first_token_seen: bool = False
+
+    @property
+    def budget(self) -> int:
+        return len(self.input_ids) + self.request.sampling.max_output_tokens
+
+
+class ContinuousBatcher:
+    """Owns one model's decoding thread. `stream()` submits a sequence and yields its chunks.
+
+    Each iteration: admit waiting sequences (prefill each, emit its first token, join the batch),
+    then one decode step for the whole batch; finished or cancelled sequences leave at once.
+    A sequence's output is what it would be alone: its own sampler, seed, stop sequences.
+    """
+
+    def __init__(self, model: BatchModel, limits: BatchLimits | None = None) -> None:
+        self.model = model
+        self.limits = limits or BatchLimits()
+        self.stats = SchedulerStats()
+        self._waiting: collections.deque[_Sequence] = collections.deque()
+        self._running: list[_Sequence] = []
+        self._kv: Any = None
+        self._kv_length = 0  # padded length of the batch cache
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        """Sequences in the batch now."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences waiting to join."""
+        return len(self._waiting)
+
+    def stream(
+        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
+    ) -> Iterator[GenerationChunk]:
+        """Submit one sequence and yield its chunks as the loop produces them (blocking)."""
+        sequence = _Sequence(
+            request=request,
+            ctx=ctx,
+            input_ids=input_ids,
+            out=queue.Queue(),
+            sampler=Sampler(request.sampling),
+            detokenizer=IncrementalDetokenizer(self.model.tokenizer),
+            stops=StopSequenceFilter(request.sampling.stop),
+            enqueued_at=time.perf_counter(),
+        )
+        with self._condition:
+            if len(self._waiting) >= self.limits.max_waiting:
+                raise ResourceExhaustedError(
+                    f"{len(self._waiting)} generations are waiting for a batch slot (limit {self.limits.max_waiting})",
+                    reason="BATCH_QUEUE_FULL",
+                    retry_after_s=1.0,
+                )
+            self._waiting.append(sequence)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="llm-batcher", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        while True:
+            item = sequence.out.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.finish_reason is not None:
+                return
+
+    def close(self) -> None:
+        """Stop the loop; waiting and running sequences end as cancelled."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    # --- the loop (one thread) ---
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._waiting and not self._running and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    for sequence in [*self._waiting, *self._running]:
+                        self._finish(sequence, FinishReason.CANCELLED)
+                    self._waiting.clear()
+                    self._running.clear()
+                    return
+                admitted = self._take_admissible()
+            try:
+                for sequence in admitted:
+                    self._admit(sequence)
+                if self._running:
+                    self._step()
+            except Exception as exc:
+                log.exception("the batch decoding step failed")
+                for sequence in [*admitted, *self._running]:
+                    sequence.out.put(exc)
+                self._running, self._kv, self._kv_length = [], None, 0
+
+    def _take_admissible(self) -> list[_Sequence]:
+        taken: list[_Sequence] = []
+        in_flight = sum(s.budget for s in self._running)
+        while self._waiting and len(self._running) + len(taken) < self.limits.max_batch_size:
+            candidate = self._waiting[0]
+            if self._running or taken:
+                if in_flight + candidate.budget > self.limits.max_tokens_in_flight:
+                    break
+            self._waiting.popleft()
+            taken.append(candidate)
+            in_flight += candidate.budget
+        return taken
+
+    def _admit(self, sequence: _Sequence) -> None:
+        if sequence.ctx.is_done():
+            self._finish(sequence, FinishReason.CANCELLED)
+            return
+        logits, kv = self.model.prefill_one(sequence.input_ids)
+        sequence.cache_length = len(sequence.input_ids)
+        if self._take_token(sequence, logits):
+            return
+        self._kv = self.model.kv_join(self._kv, self._kv_length, kv, sequence.cache_length)
+        self._kv_length = max(self._kv_length, sequence.cache_length)
+        self._running.append(sequence)
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(self._running))
+
+    def _take_token(self, sequence: _Sequence, logits: np.ndarray) -> bool:
+        """Sample the next token of a sequence and emit its text; True when the sequence is finished."""
+        params = sequence.request.sampling
+        if sequence.ctx.is_done():
+            self._finish(sequence, FinishReason.CANCELLED)
+            return True
+        token, logprob = sequence.sampler(logits)
+        if not sequence.first_token_seen:
+            sequence.first_token_seen = True
+            self.stats.time_to_first_token.append(time.perf_counter() - sequence.enqueued_at)
+        if token in self.model.eos_token_ids:
+            self._finish(sequence, FinishReason.STOP)
+            return True
+        sequence.output_tokens += 1
+        sequence.last_token = token
+        sequence.pending_ids.append(token)
+        sequence.pending_logprob += logprob
+        text = sequence.stops.push(sequence.detokenizer.push(token))
+        if text or sequence.stops.stopped:
+            sequence.out.put(
+                GenerationChunk(
+                    text=text,
+                    token_count=len(sequence.pending_ids),
+                    logprob_sum=sequence.pending_logprob,
+                    token_ids=sequence.pending_ids,
+                )
+            )
+            sequence.pending_ids, sequence.pending_logprob = [], 0.0
+        if sequence.stops.stopped:
+            self._finish(sequence, FinishReason.STOP_SEQUENCE)
+            return True
+        if sequence.output_tokens >= params.max_output_tokens:
+            self._finish(sequence, FinishReason.LENGTH)
+            return True
+        return False
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
+        tail = "" if sequence.stops.stopped else sequence.stops.push(sequence.detokenizer.flush())
+        tail += sequence.stops.flush()
+        if sequence.stops.stopped and reason is not FinishReason.CANCELLED:
+            reason = FinishReason.STOP_SEQUENCE
+        sequence.out.put(
+            GenerationChunk(
+                text=tail,
+                token_count=len(sequence.pending_ids),
+                logprob_sum=sequence.pending_logprob,
+                token_ids=sequence.pending_ids,
+                finish_reason=reason,
+                prompt_tokens=len(sequence.input_ids),
+                output_tokens=sequence.output_tokens,
+            )
+        )
+
+    def _step(self) -> None:
+        running = self._running
+        length = self._kv_length
+        mask = np.zeros((len(running), length + 1), dtype=np.int64)
+        for row, sequence in enumerate(running):
+            mask[row, length - sequence.cache_length :] = 1
+        logits, kv = self.model.decode_batch(
+            [s.last_token for s in running], [s.cache_length for s in running], mask, self._kv
+        )
+        self.stats.steps += 1
+        self.stats.batched_tokens += len(running)
+        self._kv_length = length + 1
+        keep: list[int] = []
+        for row, sequence in enumerate(running):
+            sequence.cache_length += 1
+            if not self._take_token(sequence, logits[row]):
+                keep.append(row)
+        if len(keep) == len(running):
+            self._kv = kv
+            return
+        survivors = [running[row] for row in keep]
+        if not survivors:
+            self._running, self._kv, self._kv_length = [], None, 0
+            return
+        longest = max(s.cache_length for s in survivors)
+        trim = self._kv_length - longest  # columns that are padding for every survivor
+        self._kv = self.model.kv_select(kv, keep, trim)
+        self._kv_length = longest
+        self._running = survivors
