@@ -186,9 +186,9 @@ class ContinuousBatcher:
         in_flight = sum(s.budget for s in self._running)
         while self._waiting and len(self._running) + len(taken) < self.limits.max_batch_size:
             candidate = self._waiting[0]
-            if self._running or taken:
-                if in_flight + candidate.budget > self.limits.max_tokens_in_flight:
-                    break
+            # The first sequence is always admitted, whatever its size; later ones must fit the budget.
+            if (self._running or taken) and in_flight + candidate.budget > self.limits.max_tokens_in_flight:
+                break
             self._waiting.popleft()
             taken.append(candidate)
             in_flight += candidate.budget
