@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["median", "percentile", "print_table"]
+__all__ = ["Mesh", "free_port", "median", "percentile", "print_table"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -30,3 +38,63 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     print("\n".join(lines), flush=True)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mesh:
+    """Some services and a gateway as separate processes on free ports, from a private config folder.
+
+    `models` are registry names from configs/models.yaml; each service in `services` hosts its models.
+    """
+
+    def __init__(self, models: Sequence[str], services: Sequence[str], gateway: bool = True) -> None:
+        from aisemble.config import load_models
+        from gateway.registry import write_models_file
+
+        self.folder = Path(tempfile.mkdtemp(prefix="aisemble-bench-"))
+        registry = load_models()
+        write_models_file(self.folder / "models.yaml", [registry[name] for name in models])
+        shutil.copy(REPO / "configs" / "selection.yaml", self.folder / "selection.yaml")
+        self.addresses = {name: f"127.0.0.1:{free_port()}" for name in [*services, *(["gateway"] if gateway else [])]}
+        lines = [f"gateway: {{address: '{self.addresses.get('gateway', '127.0.0.1:1')}'}}", "services:"]
+        lines += [f"  {name}: {{addresses: ['{self.addresses[name]}']}}" for name in services]
+        (self.folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._names = [*services, *(["gateway"] if gateway else [])]
+
+    def __enter__(self) -> Mesh:
+        from aisemble.mesh import wait_healthy
+
+        env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(self.folder), "PYTHONUNBUFFERED": "1"}
+        for name in self._names:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aisemble.cli", "serve", name, "--metrics-port", "-1"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.processes.append(process)
+            if not wait_healthy(self.addresses[name], timeout_s=300):
+                self.__exit__()
+                raise RuntimeError(f"{name} did not become healthy")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
