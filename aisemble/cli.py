@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     store_status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
 
     serve = sub.add_parser("serve", help="run one service (or the gateway) in the foreground")
-    serve.add_argument("service", choices=["llm", "nlp", "vision", "ensemble", "finetune", "gateway"])
+    serve.add_argument("service", choices=["llm", "nlp", "vision", "multimodal", "ensemble", "finetune", "gateway"])
     serve.add_argument("--address", help="host:port to listen on (default: from configs/mesh.yaml)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (-1: none)")
 

@@ -28,6 +28,7 @@ SERVICE_APPS = {
     "nlp": "services.nlp.app",
     "vision": "services.vision.app",
     "ensemble": "services.ensemble.app",
+    "multimodal": "services.multimodal.app",
     "finetune": "services.finetune.app",
     "gateway": "gateway.app",
 }
