@@ -7,13 +7,20 @@ from typing import Any
 
 import numpy as np
 
+from aisemble.errors import FailedPreconditionError
 from services.llm.backends.local import LocalDecoderBackend
 
 __all__ = ["TransformersBackend"]
 
 
 class TransformersBackend(LocalDecoderBackend):
-    """A Hugging Face causal LM (e.g. SmolLM2) in float32 on the CPU."""
+    """A Hugging Face causal LM (e.g. SmolLM2) in float32 on the CPU.
+
+    A LoRA adapter is served on its base: an artifact folder with `adapter_config.json` and
+    `adapter_model.safetensors` (peft) plus the base's config and tokenizer files; the base is the
+    store artifact named by `params.base_model_path`. The adapter is merged into the base weights
+    at load time, so serving it costs the same as serving the base.
+    """
 
     provider = "transformers"
 
@@ -22,7 +29,18 @@ class TransformersBackend(LocalDecoderBackend):
         from transformers import AutoModelForCausalLM
 
         self._torch = torch
-        self.model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if (path / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base_name = self.spec.params.get("base_model_path")
+            if not base_name or self.store is None:
+                raise FailedPreconditionError(
+                    f"model '{self.spec.name}' is a LoRA adapter: params.base_model_path must name the base artifact"
+                )
+            base = AutoModelForCausalLM.from_pretrained(self.store.require(str(base_name)), dtype=torch.float32)
+            self.model: Any = PeftModel.from_pretrained(base, path).merge_and_unload()
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         self.model.eval()
 
     def _forward(self, input_ids: list[int], past: Any) -> tuple[np.ndarray, Any]:
