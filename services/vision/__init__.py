@@ -1,0 +1,1 @@
+"""The vision service: detection, streamed detection, OCR, image classification, segmentation, generation."""

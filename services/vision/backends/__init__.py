@@ -1,0 +1,1 @@
+"""Vision backends: one class per way of running a vision model."""

@@ -1,0 +1,119 @@
+"""YOLOv8 object detection on ONNX Runtime alone: our own letterbox, decode and NMS in numpy."""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import numpy as np
+
+from aisemble.backend import Backend, RequestContext
+from aisemble.errors import FailedPreconditionError, ModelNotReadyError
+from services.vision.backends.artifacts import model_files
+from services.vision.types import Box, Detection, DetectionParams, DetectionRequest, DetectionResult
+from services.vision.yolo import decode_yolov8, letterbox, to_input_tensor
+
+__all__ = ["OnnxDetectorBackend", "onnx_session"]
+
+
+def onnx_session(path: str, spec_device: str, params: dict[str, Any]) -> Any:
+    """An InferenceSession on the CPU (or CUDA first for device: cuda), with optional thread counts."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if params.get("intra_op_threads"):
+        options.intra_op_num_threads = int(params["intra_op_threads"])
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if spec_device == "cuda" else ["CPUExecutionProvider"]
+    return ort.InferenceSession(path, options, providers=providers)
+
+
+def _class_names(info: dict[str, Any], metadata: dict[str, str], params: dict[str, Any]) -> list[str]:
+    names = params.get("class_names") or info.get("class_names")
+    if names:
+        return [str(n) for n in names]
+    raw = metadata.get("names")  # Ultralytics writes "{0: 'person', 1: ...}"
+    if raw:
+        parsed = ast.literal_eval(raw)
+        return [str(parsed[i]) for i in sorted(parsed)]
+    return []
+
+
+class OnnxDetectorBackend(Backend):
+    """An Ultralytics YOLOv8 detector exported to ONNX without NMS in the graph (output: 4 + classes, anchors).
+
+    params (all optional): onnx (file name), imgsz (input side for dynamic graphs), class_names,
+    score_threshold / iou_threshold / max_detections (defaults 0.25 / 0.7 / 300, as Ultralytics),
+    intra_op_threads.
+    """
+
+    provider = "onnxruntime"
+    tasks = frozenset({"object-detection"})
+
+    def load(self) -> None:
+        files = model_files(self.spec, self.store)
+        path = files.pick(self.spec, "onnx", "onnx", default="", suffix=".onnx")
+        self.session = onnx_session(str(path), self.spec.device, dict(self.spec.params))
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.class_names = _class_names(files.info, metadata, dict(self.spec.params))
+        self.input_size = self._input_size(model_input.shape, files.info)
+        self.defaults = DetectionParams(
+            score_threshold=float(self.spec.params.get("score_threshold", 0.25)),
+            iou_threshold=float(self.spec.params.get("iou_threshold", 0.7)),
+            max_detections=int(self.spec.params.get("max_detections", 300)),
+        )
+        channels = self.session.get_outputs()[0].shape[1]
+        if not self.class_names and isinstance(channels, int):
+            self.class_names = [str(i) for i in range(channels - 4)]
+        if isinstance(channels, int) and channels != 4 + len(self.class_names):
+            raise FailedPreconditionError(
+                f"model '{self.spec.name}': the graph outputs {channels} channels per anchor, expected 4 + "
+                f"{len(self.class_names)} classes (is NMS inside the graph? export with nms=False)",
+                reason="MODEL_SHAPE_MISMATCH",
+            )
+        self.session.run(None, {self.input_name: np.zeros((1, 3, *self.input_size), np.float32)})  # warm-up
+
+    def _input_size(self, shape: list[Any], info: dict[str, Any]) -> tuple[int, int]:
+        if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+            return int(shape[2]), int(shape[3])
+        size = self.spec.params.get("imgsz") or info.get("imgsz") or info.get("input_size") or 640
+        if isinstance(size, list | tuple):
+            return int(size[0]), int(size[1])
+        return int(size), int(size)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.spec.name,
+            "classes": self.class_names,
+            "input_size": list(self.input_size),
+            "execution_providers": self.session.get_providers(),
+        }
+
+    def run(self, request: DetectionRequest, ctx: RequestContext) -> DetectionResult:
+        session = self.session
+        if session is None:  # unloaded (deregistered) while this request waited
+            raise ModelNotReadyError(self.spec.name, "unloaded")
+        ctx.check()
+        image = request.image
+        padded, box = letterbox(image.rgb, self.input_size)
+        (output,) = session.run(None, {self.input_name: to_input_tensor(padded)})[:1]
+        params = request.params
+        xyxy, scores, labels = decode_yolov8(
+            output, box, params.score_threshold, params.iou_threshold, params.max_detections, params.class_ids
+        )
+        detections = [
+            Detection(
+                box=Box(*(float(v) for v in xyxy[i])),
+                class_id=int(labels[i]),
+                class_name=self.class_names[int(labels[i])] if int(labels[i]) < len(self.class_names) else "",
+                score=float(scores[i]),
+            )
+            for i in range(len(scores))
+        ]
+        return DetectionResult(detections=detections, width=image.width, height=image.height)
+
+    def cleanup(self) -> None:
+        self.session = None

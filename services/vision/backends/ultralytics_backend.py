@@ -1,0 +1,150 @@
+"""Detection and instance segmentation with Ultralytics YOLO weights (.pt), offline, never plotting."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from aisemble.backend import Backend, RequestContext
+from aisemble.environment import apply_offline_defaults
+from aisemble.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
+from services.vision.backends.artifacts import model_files
+from services.vision.types import (
+    Box,
+    Detection,
+    DetectionParams,
+    DetectionRequest,
+    DetectionResult,
+    SegmentationRequest,
+    SegmentationResult,
+    SegmentedObject,
+)
+
+__all__ = ["UltralyticsBackend"]
+
+_TASKS = {"object-detection": ("detect", "segment"), "image-segmentation": ("segment",)}
+
+
+class UltralyticsBackend(Backend):
+    """A YOLO .pt file run by Ultralytics (detect weights for object-detection, -seg weights for either task).
+
+    YOLO_OFFLINE and YOLO_AUTOINSTALL=false are set before Ultralytics is imported, so it neither looks
+    anything up nor installs packages; results are never plotted (plotting downloads a font).
+    One prediction at a time per model: Ultralytics predictors are not thread-safe.
+
+    params (all optional): weights (file name), imgsz, score_threshold / iou_threshold / max_detections,
+    rect (default false: letterbox to the full imgsz square, as an exported ONNX graph with a fixed input
+    sees it, so that this backend and the ONNX one give the same boxes; true: Ultralytics' minimal
+    padding to a multiple of the stride, faster on non-square images but not the same input).
+    """
+
+    provider = "ultralytics"
+    tasks = frozenset({"object-detection", "image-segmentation"})
+
+    def load(self) -> None:
+        apply_offline_defaults()
+        from ultralytics import YOLO
+
+        files = model_files(self.spec, self.store)
+        path = files.pick(self.spec, "weights", "pytorch", default="", suffix=".pt")
+        self.model: Any = YOLO(str(path))
+        self.weights = path
+        self.yolo_task = str(self.model.task)
+        if self.yolo_task not in _TASKS[self.spec.task]:
+            raise FailedPreconditionError(
+                f"model '{self.spec.name}': {path.name} holds a '{self.yolo_task}' model; task {self.spec.task} "
+                f"needs {' or '.join(_TASKS[self.spec.task])} weights (e.g. yolov8n-seg.pt for segmentation)",
+                reason="MODEL_WRONG_TASK",
+                metadata={"model": self.spec.name},
+            )
+        names = self.model.names
+        self.class_names = [str(names[i]) for i in sorted(names)]
+        imgsz = self.spec.params.get("imgsz") or files.info.get("imgsz")
+        self.imgsz = imgsz if imgsz else None
+        self.device = {"cpu": "cpu", "cuda": "cuda:0"}.get(self.spec.device)
+        self.rect = bool(self.spec.params.get("rect", False))
+        self.defaults = DetectionParams(
+            score_threshold=float(self.spec.params.get("score_threshold", 0.25)),
+            iou_threshold=float(self.spec.params.get("iou_threshold", 0.7)),
+            max_detections=int(self.spec.params.get("max_detections", 300)),
+        )
+        self._lock = threading.Lock()
+        self._predict(np.zeros((64, 64, 3), np.uint8), self.defaults, masks=False)  # warm-up builds the predictor
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.spec.name,
+            "weights": self.weights.name,
+            "yolo_task": self.yolo_task,
+            "rect": self.rect,
+            "classes": self.class_names,
+        }
+
+    def _predict(self, bgr: np.ndarray, params: DetectionParams, masks: bool) -> Any:
+        arguments: dict[str, Any] = {
+            "conf": params.score_threshold,
+            "iou": params.iou_threshold,
+            "max_det": params.max_detections,
+            "classes": list(params.class_ids) or None,
+            "device": self.device,
+            "verbose": False,
+            "save": False,
+            "retina_masks": masks,  # masks at the original image size
+            "rect": self.rect,
+        }
+        if self.imgsz:
+            arguments["imgsz"] = self.imgsz
+        with self._lock:
+            model = self.model
+            if model is None:  # unloaded (deregistered) while this request waited
+                raise ModelNotReadyError(self.spec.name, "unloaded")
+            return model.predict(bgr, **arguments)[0]
+
+    def _detections(self, result: Any) -> list[Detection]:
+        boxes = result.boxes
+        if boxes is None or len(boxes) == 0:
+            return []
+        xyxy = boxes.xyxy.cpu().numpy()
+        scores = boxes.conf.cpu().numpy()
+        labels = boxes.cls.cpu().numpy().astype(int)
+        return [
+            Detection(
+                box=Box(*(float(v) for v in xyxy[i])),
+                class_id=int(labels[i]),
+                class_name=self.class_names[labels[i]],
+                score=float(scores[i]),
+            )
+            for i in range(len(scores))
+        ]
+
+    def run(self, request: Any, ctx: RequestContext) -> DetectionResult | SegmentationResult:
+        ctx.check()
+        image = request.image
+        if isinstance(request, DetectionRequest):
+            result = self._predict(image.bgr(), request.params, masks=False)
+            return DetectionResult(self._detections(result), width=image.width, height=image.height)
+        if isinstance(request, SegmentationRequest):
+            if self.yolo_task != "segment":
+                raise InvalidArgumentError(f"model '{self.spec.name}' detects but does not segment")
+            result = self._predict(image.bgr(), request.params, masks=True)
+            detections = self._detections(result)
+            objects: list[SegmentedObject] = []
+            if detections and result.masks is not None:
+                data = result.masks.data.cpu().numpy() > 0.5
+                outlines = result.masks.xy
+                for i, detection in enumerate(detections):
+                    mask = data[i]
+                    if mask.shape != (image.height, image.width):  # retina masks should already match
+                        import cv2
+
+                        mask = cv2.resize(mask.astype(np.uint8), (image.width, image.height)) > 0
+                    polygon = tuple((float(x), float(y)) for x, y in outlines[i])
+                    objects.append(SegmentedObject(detection=detection, mask=mask, polygon=polygon))
+            return SegmentationResult(objects=objects, width=image.width, height=image.height)
+        raise TypeError(f"UltralyticsBackend cannot run {type(request).__name__}")
+
+    def cleanup(self) -> None:
+        self.model = None

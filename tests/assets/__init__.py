@@ -1,0 +1,1 @@
+"""Test pictures: generated on the fly (text lines, documents, broken files) or taken from installed packages."""
