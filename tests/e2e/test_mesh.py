@@ -1,0 +1,179 @@
+"""End to end: the mesh started as a user starts it (`aisemble up`), every public service called through the gateway."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from aisemble.common.v1 import common_pb2
+from aisemble.ensemble.v1 import ensemble_service_pb2 as epb
+from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
+from aisemble.llm.v1 import llm_service_pb2 as lpb
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.multimodal.v1 import multimodal_service_pb2 as mpb
+from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
+from aisemble.nlp.v1 import nlp_service_pb2 as npb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
+from aisemble.vision.v1 import vision_service_pb2 as vpb
+from aisemble.vision.v1 import vision_service_pb2_grpc
+
+from aisemble.mesh import available_services, wait_healthy
+from tests.assets.pictures import bus_jpg, encode, render_line
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ["llm", "nlp", "vision", "multimodal", "ensemble", "finetune"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """`aisemble up` on free ports with the shipped models, from a private config folder."""
+    folder = tmp_path_factory.mktemp("mesh-configs")
+    shutil.copy(REPO / "configs" / "models.yaml", folder / "models.yaml")
+    shutil.copy(REPO / "configs" / "selection.yaml", folder / "selection.yaml")
+    gateway = f"127.0.0.1:{_free_port()}"
+    lines = [f"gateway: {{address: '{gateway}'}}", "services:"]
+    lines += [f"  {name}: {{addresses: ['127.0.0.1:{_free_port()}']}}" for name in SERVICES]
+    (folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "PYTHONUNBUFFERED": "1"}
+    log = (folder / "mesh.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aisemble.cli", "up"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and process.poll() is None:
+        if "Ctrl-C stops the mesh." in (folder / "mesh.log").read_text():
+            break
+        time.sleep(1)
+    output = (folder / "mesh.log").read_text()
+    assert process.poll() is None and "Ctrl-C stops the mesh." in output, output[-3000:]
+    channel = grpc.insecure_channel(gateway)
+    yield channel, process, folder, output
+    channel.close()
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_the_table_says_what_serves_where(mesh):
+    _channel, _process, _folder, output = mesh
+    for service in available_services():
+        assert f"  {service}" in output
+    assert "smollm2-135m" in output and "yolov8-fall" in output
+
+
+def test_llm_through_the_gateway(mesh):
+    channel = mesh[0]
+    stub = llm_service_pb2_grpc.LlmServiceStub(channel)
+    messages = [lpb.ChatMessage(role=lpb.CHAT_ROLE_USER, content="What is the capital of France?")]
+    reply = stub.Chat(
+        lpb.ChatRequest(model="smollm2-135m-onnx", messages=messages, max_output_tokens=16, temperature=0), timeout=120
+    )
+    assert "Paris" in reply.text
+    streamed = list(
+        stub.StreamChat(
+            lpb.StreamChatRequest(model="auto", messages=messages, max_output_tokens=16, temperature=0), timeout=120
+        )
+    )
+    assert streamed[0].selection.automatic and "".join(r.text for r in streamed)
+
+
+def test_nlp_through_the_gateway(mesh):
+    stub = nlp_service_pb2_grpc.NlpServiceStub(mesh[0])
+    embedded = stub.Embed(
+        npb.EmbedRequest(model="minilm-l6", texts=["eating food", "eating bread", "stock market"]), timeout=60
+    )
+    assert len(embedded.embeddings) == 3
+    classified = stub.Classify(
+        npb.ClassifyRequest(
+            model="minilm-l6",
+            texts=["The patient shows symptoms of fever"],
+            candidate_labels=["medical", "legal", "financial"],
+        ),
+        timeout=60,
+    )
+    assert classified.results[0].labels[0].label == "medical"
+    languages = stub.DetectLanguage(npb.DetectLanguageRequest(texts=["これは日本語の文です。"]), timeout=60)
+    assert languages.results[0].language_code == "ja"
+
+
+def test_vision_through_the_gateway(mesh):
+    stub = vision_service_pb2_grpc.VisionServiceStub(mesh[0])
+    detected = stub.Detect(vpb.DetectRequest(model="yolov8-fall", image=common_pb2.Image(data=bus_jpg())), timeout=120)
+    assert sum(d.class_name == "Normal" for d in detected.detections) >= 2
+    text = stub.Recognize(
+        vpb.RecognizeRequest(model="ppocr-v4", image=common_pb2.Image(data=encode(render_line("Hello mesh")))),
+        timeout=120,
+    )
+    assert "Hello" in text.full_text
+    oriented = stub.ClassifyImage(
+        vpb.ClassifyImageRequest(model="doc-orientation", image=common_pb2.Image(data=bus_jpg())), timeout=60
+    )
+    assert oriented.labels
+
+
+def test_multimodal_through_the_gateway(mesh):
+    stub = multimodal_service_pb2_grpc.MultimodalServiceStub(mesh[0])
+    reply = stub.Analyze(
+        mpb.AnalyzeRequest(image=common_pb2.Image(data=bus_jpg()), text="People standing next to a bus"), timeout=180
+    )
+    assert reply.HasField("detection") and not reply.part_failures
+
+
+def test_ensemble_through_the_gateway(mesh):
+    stub = ensemble_service_pb2_grpc.EnsembleServiceStub(mesh[0])
+    reply = stub.Run(
+        epb.RunRequest(
+            members=[epb.Member(model="smollm2-135m"), epb.Member(model="smollm2-135m-onnx")],
+            completion=lpb.CompleteRequest(prompt="The capital of France is", max_output_tokens=4, temperature=0),
+        ),
+        timeout=120,
+    )
+    assert len(reply.member_results) == 2 and reply.completion.text
+
+
+def test_registry_and_status(mesh):
+    channel, _process, folder, _ = mesh
+    stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+    models = {m.name: m for m in stub.ListModels(rpb.ListModelsRequest(), timeout=30).models}
+    assert models["smollm2-135m-onnx"].health == rpb.MODEL_HEALTH_SERVING
+    assert models["smollm2-135m-onnx"].stats.request_count >= 1
+    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder)}
+    status = subprocess.run(
+        [sys.executable, "-m", "aisemble.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0 and "smollm2-135m-onnx" in status.stdout and "SERVING" in status.stdout
+
+
+def test_ctrl_c_stops_everything(mesh):
+    _channel, process, folder, _ = mesh
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=90) == 0
+    assert "mesh stopped" in (folder / "mesh.log").read_text()
+    addresses = [line.split("'")[1] for line in (folder / "mesh.yaml").read_text().splitlines() if "127.0.0.1" in line]
+    for address in addresses:
+        assert not wait_healthy(address, timeout_s=0.5), f"{address} still answers after Ctrl-C"
