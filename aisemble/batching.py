@@ -32,9 +32,11 @@ class BatchingConfig:
     max_batch_size: the most items in one call of the batch function; a request with more items is
         split over several calls (its items stay in order, other requests' items may share a call).
     max_wait_s: how long the oldest waiting item may wait for the batch to fill. The wait only
-        applies under load (items were already waiting when the previous call ended): a request that
-        finds the batcher idle runs at once, so an isolated request is never delayed. 0: never wait;
-        the items that queue up while a call runs form the next batch.
+        applies under load: items were already waiting when the previous call ended, or the previous
+        call carried several items and the new one came within max_wait_s of its end (closed-loop
+        clients sending their next request). A request that finds the batcher idle otherwise runs at
+        once, so an isolated request is never delayed. 0: never wait; the items that queue up while a
+        call runs form the next batch.
     max_queued: the most items waiting (not yet in a call); a request that would go past it gets
         RESOURCE_EXHAUSTED at once, never an unbounded wait.
     retry_after_s: the RetryInfo sent with RESOURCE_EXHAUSTED.
@@ -97,8 +99,10 @@ class DynamicBatcher(Generic[I, O]):
         batch_function: BatchFunction[I, O],
         config: BatchingConfig | None = None,
         executor: Executor | None = None,
+        unit: str = "items",
     ) -> None:
         self.name = name
+        self.unit = unit  # what an item is called in error messages ("texts", "images")
         self.config = config or BatchingConfig()
         self.stats = BatchStats()
         self._function = batch_function
@@ -106,9 +110,12 @@ class DynamicBatcher(Generic[I, O]):
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}"[:32])
         self._queue: collections.deque[_Pending[I, O]] = collections.deque()
         self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None  # set while nothing is queued or running
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._under_load = False  # items were waiting when the previous call ended
+        self._queued_at_end = False  # items were waiting when the previous call ended
+        self._last_size = 0  # items in the previous call
+        self._last_end = 0.0  # time.monotonic() when it ended
         self._closed = False
 
     @property
@@ -127,7 +134,7 @@ class DynamicBatcher(Generic[I, O]):
             raise UnavailableError(f"{self.name}: shutting down", reason="SHUTTING_DOWN", retry_after_s=1.0)
         if len(self._queue) + len(items) > self.config.max_queued:
             raise ResourceExhaustedError(
-                f"{self.name}: {len(self._queue)} texts are queued and {len(items)} more would pass the limit "
+                f"{self.name}: {len(self._queue)} {self.unit} are queued and {len(items)} more would pass the limit "
                 f"of {self.config.max_queued}; retry later",
                 reason="QUEUE_FULL",
                 metadata={"queued": str(len(self._queue)), "limit": str(self.config.max_queued)},
@@ -137,7 +144,8 @@ class DynamicBatcher(Generic[I, O]):
         now = time.monotonic()
         pending = [_Pending(item, loop.create_future(), ctx, now) for item in items]
         self._queue.extend(pending)
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._idle is not None
+        self._idle.clear()
         self._wakeup.set()
         try:
             return [await p.future for p in pending]
@@ -147,6 +155,13 @@ class DynamicBatcher(Generic[I, O]):
                     p.future.cancel()
                 elif not p.future.cancelled():
                     p.future.exception()  # marks a second failure of the same request as seen
+
+    async def drain(self) -> None:
+        """Refuse new items, let the queued ones run, then close (for a batcher being replaced)."""
+        self._closed = True
+        if self._idle is not None and self._worker is not None and not self._worker.done():
+            await self._idle.wait()
+        await self.close()
 
     async def close(self) -> None:
         """Stop the worker; items still queued fail with UNAVAILABLE. Idempotent."""
@@ -173,14 +188,16 @@ class DynamicBatcher(Generic[I, O]):
                 raise InternalError(f"{self.name}: a batcher serves one event loop")
             self._loop = loop
             self._wakeup = asyncio.Event()
+            self._idle = asyncio.Event()
             self._worker = loop.create_task(self._work(), name=f"batcher-{self.name}")
         return loop
 
     async def _work(self) -> None:
-        assert self._wakeup is not None and self._loop is not None
+        assert self._wakeup is not None and self._idle is not None and self._loop is not None
         while True:
             if not self._queue:
-                self._under_load = False
+                self._queued_at_end = False
+                self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -197,7 +214,7 @@ class DynamicBatcher(Generic[I, O]):
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. the executor is shut down: fail this batch only
                 outputs = [exc] * len(batch)
-            self._under_load = bool(self._queue)
+            self._queued_at_end, self._last_size, self._last_end = bool(self._queue), len(batch), time.monotonic()
             for p, output in zip(batch, outputs, strict=True):
                 if p.future.done():  # cancelled while its batch ran
                     continue
@@ -212,9 +229,13 @@ class DynamicBatcher(Generic[I, O]):
         # RPCs already received run their handlers now and queue their items: costs microseconds.
         await asyncio.sleep(0)
         size, wait = self.config.max_batch_size, self.config.max_wait_s
-        if wait <= 0 or not self._under_load or len(self._queue) >= size:
+        if wait <= 0 or not self._queue or len(self._queue) >= size:
             return
-        deadline = self._queue[0].enqueued_at + wait
+        oldest = self._queue[0].enqueued_at
+        follows_a_batch = self._last_size > 1 and oldest - self._last_end <= wait
+        if not (self._queued_at_end or follows_a_batch):
+            return  # an isolated request: no reason to think more are coming
+        deadline = oldest + wait
         while self._queue and len(self._queue) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

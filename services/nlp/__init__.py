@@ -1,0 +1,1 @@
+"""The NLP service: embeddings, text classification and language detection."""

@@ -1,0 +1,40 @@
+"""Builds the NLP service process: its models, runner, servicer and server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
+
+from aisemble.config import MeshConfig, ModelSpec
+from aisemble.follower import follow_registry_hooks
+from aisemble.hosting import ModelHost
+from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store import ModelStore, default_store_root
+from services.nlp.runner import NlpLimits, NlpRunner
+from services.nlp.servicer import NlpServicer
+
+__all__ = ["SERVICE_NAME", "build_server"]
+
+SERVICE_NAME = nlp_service_pb2.DESCRIPTOR.services_by_name["NlpService"].full_name
+
+
+def build_server(
+    config: ServerConfig,
+    mesh: MeshConfig | None,
+    models: Mapping[str, ModelSpec],
+    store: ModelStore | None = None,
+    limits: NlpLimits | None = None,
+    registry_target: str | None = None,
+) -> AisembleServer:
+    """An AisembleServer hosting every registry model whose service is 'nlp'.
+
+    It follows the gateway's registry (registry_target, default the mesh's gateway) to load models
+    registered at run time (a classifier published by a fine-tuning job, for one)."""
+    hosted = [spec for spec in models.values() if spec.service == "nlp"]
+    host = ModelHost(hosted, store or ModelStore(default_store_root()))
+    runner = NlpRunner(host, limits)
+    binding = ServiceBinding(SERVICE_NAME, NlpServicer(runner), nlp_service_pb2_grpc.add_NlpServiceServicer_to_server)
+    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
+    on_start, on_stop = follow_registry_hooks(target, "nlp", host)
+    return AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, runner.close])

@@ -1,0 +1,1 @@
+"""NLP backends: ONNX Runtime encoders (embeddings, classifier heads) and fastText language identification."""

@@ -1,0 +1,318 @@
+"""Runs NLP requests: resolves the model, checks it fits the call, batches texts across requests per model."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from aisemble.backend import Backend, RequestContext
+from aisemble.batching import BatchingConfig, DynamicBatcher
+from aisemble.config import ConfigError, ModelSpec
+from aisemble.errors import (
+    AisembleError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ModelNotReadyError,
+)
+from aisemble.hosting import ModelHost, ModelState
+from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
+from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
+
+__all__ = ["AUTO", "NlpLimits", "NlpRunner", "Resolved", "Rpc"]
+
+AUTO = "auto"
+EMBEDDING = "embedding"
+CLASSIFICATION = "text-classification"
+LANGUAGE_DETECTION = "language-detection"
+
+
+class Rpc:
+    """The RPC names, as the runner's errors spell them."""
+
+    EMBED = "Embed"
+    CLASSIFY = "Classify"
+    DETECT_LANGUAGE = "DetectLanguage"
+
+
+#: The tasks a model must have for each RPC (Classify takes an embedding model for zero-shot).
+_TASKS_FOR_RPC = {
+    Rpc.EMBED: (EMBEDDING,),
+    Rpc.CLASSIFY: (CLASSIFICATION, EMBEDDING),
+    Rpc.DETECT_LANGUAGE: (LANGUAGE_DETECTION,),
+}
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+@dataclass(frozen=True)
+class NlpLimits:
+    """Service-wide limits and batching defaults (a model's registry params may override the batching).
+
+    Per-model params: `max_batch_size`, `max_wait_ms`, `max_queued_texts`.
+    """
+
+    max_texts_per_request: int = 256
+    max_text_chars: int = 100_000
+    max_candidate_labels: int = 64
+    max_label_chars: int = 256
+    default_top_k: int = 3
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    label_cache_size: int = 4096
+    #: The model "auto" (or an empty model in DetectLanguage) means, per task, when it is hosted and ready.
+    default_models: Mapping[str, str] = field(
+        default_factory=lambda: {EMBEDDING: "minilm-l6", LANGUAGE_DETECTION: "langid"}
+    )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The model that serves a request and why."""
+
+    spec: ModelSpec
+    backend: Backend
+    automatic: bool
+    reason: str
+
+
+def batching_for(spec: ModelSpec, defaults: BatchingConfig) -> BatchingConfig:
+    """The batching of one model: the service defaults with the model's params applied."""
+    params = spec.params
+    try:
+        wait_ms = params.get("max_wait_ms")
+        return replace(
+            defaults,
+            max_batch_size=int(params.get("max_batch_size", defaults.max_batch_size)),
+            max_wait_s=defaults.max_wait_s if wait_ms is None else float(wait_ms) / 1000.0,
+            max_queued=int(params.get("max_queued_texts", defaults.max_queued)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model '{spec.name}': params: {exc}", metadata={"model": spec.name}) from None
+
+
+@dataclass
+class _ModelRuntime:
+    """What the runner keeps per hosted model: settings from its spec, its batcher, its label-prompt vectors."""
+
+    spec: ModelSpec
+    batching: BatchingConfig
+    zero_shot: ZeroShotSettings | None
+    batcher: DynamicBatcher[Any, Any] | None = None
+    labels_backend: Backend | None = None  # the backend the cached label vectors came from
+    label_vectors: collections.OrderedDict[str, np.ndarray] = field(default_factory=collections.OrderedDict)
+
+
+class NlpRunner:
+    """The transport-neutral core of the NLP service (the servicer only converts protobuf).
+
+    Models may come and go at run time (the registry follower adds, replaces and removes them in the
+    ModelHost): per-model settings and batchers follow the current spec, a batcher whose settings
+    changed is drained and replaced, and cached label vectors are dropped when the backend changes.
+    """
+
+    def __init__(self, host: ModelHost, limits: NlpLimits | None = None) -> None:
+        self.host = host
+        self.limits = limits or NlpLimits()
+        self._models: dict[str, _ModelRuntime] = {}
+        self._retiring: dict[asyncio.Task[None], DynamicBatcher[Any, Any]] = {}
+        for model in host.models.values():  # refuse bad settings at start, naming the model
+            self._models[model.spec.name] = self._runtime(model.spec)
+
+    def _runtime(self, spec: ModelSpec) -> _ModelRuntime:
+        """Settings for a spec; ConfigError when its params are out of range."""
+        batching = batching_for(spec, self.limits.batching)
+        if batching.max_queued < self.limits.max_texts_per_request:
+            raise ConfigError(
+                f"model '{spec.name}': max_queued_texts {batching.max_queued} is below the "
+                f"{self.limits.max_texts_per_request} texts a request may carry",
+                metadata={"model": spec.name},
+            )
+        zero_shot = None
+        if spec.task == EMBEDDING:
+            try:
+                zero_shot = ZeroShotSettings.from_params(spec.params)
+            except ValueError as exc:
+                raise ConfigError(f"model '{spec.name}': params: {exc}", metadata={"model": spec.name}) from None
+        return _ModelRuntime(spec, batching, zero_shot)
+
+    def _current(self, spec: ModelSpec) -> _ModelRuntime:
+        """The runtime state of a model for its current spec (made or refreshed when the spec changed)."""
+        for name in [n for n in self._models if n not in self.host.models]:
+            self._retire(self._models.pop(name).batcher)  # a model removed at run time
+        state = self._models.get(spec.name)
+        if state is not None and (state.spec is spec or state.spec == spec):
+            return state
+        try:
+            fresh = self._runtime(spec)
+        except ConfigError as exc:
+            raise FailedPreconditionError(
+                f"model '{spec.name}' cannot be served: {exc.message}",
+                reason="MODEL_CONFIG_INVALID",
+                metadata={"model": spec.name},
+            ) from None
+        if state is not None:
+            if state.batching == fresh.batching:
+                fresh.batcher = state.batcher  # same batching: keep the queue (the backend is looked up per call)
+            else:
+                self._retire(state.batcher)
+        self._models[spec.name] = fresh
+        return fresh
+
+    def _retire(self, batcher: DynamicBatcher[Any, Any] | None) -> None:
+        if batcher is None:
+            return
+        task = asyncio.get_running_loop().create_task(batcher.drain())
+        self._retiring[task] = batcher
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    # --- which model ---
+    def resolve(self, model: str, rpc: str, zero_shot: bool = False) -> Resolved:
+        """The named model (checked against the RPC's task), or for 'auto' this service's default for the task."""
+        allowed = _TASKS_FOR_RPC[rpc]
+        if model in ("", AUTO):
+            task = allowed[0] if rpc != Rpc.CLASSIFY else (EMBEDDING if zero_shot else CLASSIFICATION)
+            return self._auto(task)
+        spec = self.host.spec(model)  # NOT_FOUND for an unknown name
+        if spec.task not in allowed:
+            need = " or ".join(f"{_article(t)} {t} model" for t in allowed)
+            raise FailedPreconditionError(
+                f"model '{model}' is {_article(spec.task)} {spec.task} model; {rpc} needs {need}",
+                reason="MODEL_WRONG_TASK",
+                metadata={"model": model, "task": spec.task, "rpc": rpc},
+            )
+        spec, backend = self.host.get(model)
+        return Resolved(spec, backend, automatic=False, reason="requested by name")
+
+    def _auto(self, task: str) -> Resolved:
+        preferred = self.limits.default_models.get(task)
+        names = [n for n, m in self.host.models.items() if m.spec.task == task]
+        if preferred in names:
+            names.remove(preferred)
+            names.insert(0, preferred)
+        not_ready: AisembleError | None = None
+        for name in names:
+            if self.host.models[name].state is not ModelState.READY:
+                not_ready = not_ready or ModelNotReadyError(name, self.host.models[name].state.value)
+                continue
+            spec, backend = self.host.get(name)
+            return Resolved(
+                spec, backend, automatic=True, reason=f"the nlp service's default {task} model (the gateway selects)"
+            )
+        if not_ready is not None:
+            raise not_ready
+        raise FailedPreconditionError(f"no {task} model is hosted by this service", reason="NO_MODEL_FOR_TASK")
+
+    def batcher(self, model: str) -> DynamicBatcher[Any, Any]:
+        """The batcher of a hosted model (made on first use, on the running event loop)."""
+        state = self._current(self.host.spec(model))
+        if state.batcher is None:
+
+            def run_batch(items: list[Any]) -> Sequence[Any]:
+                # The backend is looked up per call: a replaced model is used at once, a removed one refuses.
+                _spec, backend = self.host.get(model)
+                return backend.run(items, RequestContext())  # type: ignore[no-any-return]
+
+            state.batcher = DynamicBatcher(model, run_batch, state.batching, unit="texts")
+        return state.batcher
+
+    # --- the three calls ---
+    async def embed(
+        self, resolved: Resolved, texts: Sequence[str], normalize: bool, ctx: RequestContext
+    ) -> list[Encoded]:
+        """One vector per text (unit length when normalize), batched with other requests for the model."""
+        encoded: list[Encoded] = await self.batcher(resolved.spec.name).submit(list(texts), ctx)
+        if not normalize:
+            return encoded
+        return [replace(e, values=e.values / max(float(np.linalg.norm(e.values)), 1e-12)) for e in encoded]
+
+    async def classify(
+        self,
+        resolved: Resolved,
+        texts: Sequence[str],
+        candidate_labels: Sequence[str],
+        multi_label: bool,
+        ctx: RequestContext,
+    ) -> list[Classification]:
+        """Labels with scores per text: a classifier's own labels, or zero-shot over candidate_labels."""
+        spec = resolved.spec
+        if spec.task == CLASSIFICATION:
+            labels: Sequence[str] = getattr(resolved.backend, "labels", ())
+            if candidate_labels:
+                raise InvalidArgumentError.for_field(
+                    "candidate_labels",
+                    f"model '{spec.name}' is a trained classifier over its own labels ({', '.join(labels)}) and does "
+                    "not classify zero-shot: leave candidate_labels empty, or use an embedding model",
+                )
+            encoded = await self.batcher(spec.name).submit(list(texts), ctx)
+            scores = logit_scores(np.stack([e.values for e in encoded]), multi_label)
+        else:
+            if not candidate_labels:
+                raise InvalidArgumentError.for_field(
+                    "candidate_labels",
+                    f"model '{spec.name}' is an embedding model, which classifies zero-shot only: "
+                    "give the candidate_labels to choose from",
+                )
+            labels = candidate_labels
+            state = self._current(spec)
+            assert state.zero_shot is not None  # every embedding model has zero-shot settings
+            encoded, label_vectors = await self._zero_shot_vectors(resolved, state, texts, candidate_labels, ctx)
+            text_vectors = np.stack([e.values for e in encoded])
+            scores = label_scores(text_vectors, label_vectors, state.zero_shot, multi_label)
+        return [
+            Classification(ranked(labels, scores[i]), token_count=e.token_count, truncated=e.truncated)
+            for i, e in enumerate(encoded)
+        ]
+
+    async def _zero_shot_vectors(
+        self,
+        resolved: Resolved,
+        state: _ModelRuntime,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        ctx: RequestContext,
+    ) -> tuple[list[Encoded], np.ndarray]:
+        """The texts' encodings and the label prompts' vectors (cached per model, embedded in the same batch)."""
+        assert state.zero_shot is not None
+        if state.labels_backend is not resolved.backend:  # a reloaded model embeds differently
+            state.label_vectors.clear()
+            state.labels_backend = resolved.backend
+        cache = state.label_vectors
+        prompts = [state.zero_shot.prompt(label) for label in labels]
+        known = {p: cache[p] for p in prompts if p in cache}
+        missing = [p for p in dict.fromkeys(prompts) if p not in known]
+        encoded: list[Encoded] = await self.batcher(resolved.spec.name).submit([*texts, *missing], ctx)
+        for prompt, e in zip(missing, encoded[len(texts) :], strict=True):
+            known[prompt] = e.values
+            cache[prompt] = e.values
+        for prompt in prompts:
+            if prompt in cache:
+                cache.move_to_end(prompt)
+        while len(cache) > self.limits.label_cache_size:
+            cache.popitem(last=False)
+        return encoded[: len(texts)], np.stack([known[p] for p in prompts])
+
+    async def detect_language(
+        self, resolved: Resolved, texts: Sequence[str], top_k: int, ctx: RequestContext
+    ) -> list[LanguageGuess]:
+        """The languages of each text, best first, at most top_k (capped at the model's language count)."""
+        languages = len(getattr(resolved.backend, "languages", ())) or top_k
+        k = max(1, min(top_k, languages))
+        queries = [LanguageQuery(text, k) for text in texts]
+        guesses: list[LanguageGuess] = await self.batcher(resolved.spec.name).submit(queries, ctx)
+        return guesses
+
+    async def close(self) -> None:
+        """Stop the batchers (queued texts fail with UNAVAILABLE) and their threads."""
+        states, self._models = list(self._models.values()), {}
+        for state in states:
+            if state.batcher is not None:
+                await state.batcher.close()
+        for task, batcher in list(self._retiring.items()):
+            task.cancel()
+            await batcher.close()

@@ -1,0 +1,197 @@
+"""The gRPC face of the NLP service: validates and converts protobuf, the runner does the work.
+
+Defined behaviour for bad input (all INVALID_ARGUMENT with a BadRequest naming the field, unless said):
+- `texts` empty; more than `max_texts_per_request` (256) texts: INVALID_ARGUMENT (reason
+  TOO_MANY_TEXTS): the request's shape is wrong and retrying it unchanged cannot succeed, unlike
+  RESOURCE_EXHAUSTED, which the batch queue sends when it is full (retry later).
+- a text over `max_text_chars` (100,000 characters).
+- an empty or whitespace-only text: refused by Embed and Classify (`texts[i]`: it has no meaning to
+  embed); DetectLanguage answers "und" with score 0 for it, as for any text without a letter.
+- a text longer than the model's context window (256 tokens for MiniLM) is truncated, never refused:
+  the result says `truncated` and `token_count` is the window (special tokens included).
+- `candidate_labels`: each non-empty and at most `max_label_chars`, no duplicates (after trimming
+  spaces), at most `max_candidate_labels`; at least 2 unless `multi_label`.
+- unknown model: NOT_FOUND (MODEL_NOT_FOUND); a model of another task (a classifier asked to embed,
+  an embedding model asked to detect languages): FAILED_PRECONDITION (MODEL_WRONG_TASK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aisemble.common.v1 import common_pb2
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from grpc import aio
+
+from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.server import request_context
+from services.nlp.runner import AUTO, NlpRunner, Resolved, Rpc
+
+__all__ = ["MODEL_TRAILER", "NlpServicer"]
+
+#: Trailing metadata naming the model that served the call.
+MODEL_TRAILER = "aisemble-model"
+#: At most this many field violations are listed in one error.
+_MAX_VIOLATIONS = 10
+
+
+class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
+    """Embed / Classify / DetectLanguage over one NlpRunner."""
+
+    def __init__(self, runner: NlpRunner) -> None:
+        self.runner = runner
+
+    async def Embed(self, request: pb.EmbedRequest, context: aio.ServicerContext) -> pb.EmbedResponse:
+        violations = self._model_required(request.model)
+        texts = self._texts(request.texts, violations, allow_blank=False)
+        self._raise(violations)
+        resolved = self.runner.resolve(request.model, Rpc.EMBED)
+        normalize = request.normalize if request.HasField("normalize") else True
+        encoded = await self.runner.embed(resolved, texts, normalize, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        return pb.EmbedResponse(
+            embeddings=[
+                pb.EmbeddingResult(values=e.values.tolist(), truncated=e.truncated, token_count=e.token_count)
+                for e in encoded
+            ],
+            dimensions=int(encoded[0].values.shape[-1]) if encoded else 0,
+            selection=self._selection(resolved),
+        )
+
+    async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
+        violations = self._model_required(request.model)
+        texts = self._texts(request.texts, violations, allow_blank=False)
+        labels = self._labels(request.candidate_labels, request.multi_label, violations)
+        self._raise(violations)
+        resolved = self.runner.resolve(request.model, Rpc.CLASSIFY, zero_shot=bool(labels))
+        results = await self.runner.classify(resolved, texts, labels, request.multi_label, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        return pb.ClassifyResponse(
+            results=[
+                pb.ClassificationResult(
+                    labels=[common_pb2.LabelScore(label=label, score=score) for label, score in r.labels],
+                    truncated=r.truncated,
+                    token_count=r.token_count,
+                )
+                for r in results
+            ],
+            selection=self._selection(resolved),
+        )
+
+    async def DetectLanguage(
+        self, request: pb.DetectLanguageRequest, context: aio.ServicerContext
+    ) -> pb.DetectLanguageResponse:
+        violations: list[FieldViolation] = []
+        texts = self._texts(request.texts, violations, allow_blank=True)
+        top_k = request.top_k if request.HasField("top_k") else self.runner.limits.default_top_k
+        if top_k < 1:
+            violations.append(FieldViolation("top_k", f"must be >= 1 (got {top_k}); unset means 3"))
+        self._raise(violations)
+        resolved = self.runner.resolve(request.model or AUTO, Rpc.DETECT_LANGUAGE)
+        guesses = await self.runner.detect_language(resolved, texts, top_k, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        results = []
+        for guess in guesses:
+            code, score = guess.best
+            results.append(
+                pb.LanguageDetectionResult(
+                    language_code=code,
+                    score=score,
+                    alternatives=[pb.LanguageScore(language_code=c, score=s) for c, s in guess.languages[1:top_k]],
+                    truncated=guess.truncated,
+                    token_count=guess.token_count,
+                )
+            )
+        return pb.DetectLanguageResponse(results=results, selection=self._selection(resolved))
+
+    # --- validation ---
+    @staticmethod
+    def _model_required(model: str) -> list[FieldViolation]:
+        if not model:
+            return [FieldViolation("model", "is required: a registry model name, or 'auto'")]
+        return []
+
+    def _texts(self, texts: Sequence[str], violations: list[FieldViolation], allow_blank: bool) -> list[str]:
+        limits = self.runner.limits
+        if not texts:
+            violations.append(FieldViolation("texts", "is required: at least one text"))
+        elif len(texts) > limits.max_texts_per_request:
+            violations.append(
+                FieldViolation(
+                    "texts",
+                    f"has {len(texts)} texts; at most {limits.max_texts_per_request} per request (split the request)",
+                )
+            )
+            return list(texts)  # not worth checking each one
+        for index, text in enumerate(texts):
+            if not allow_blank and not text.strip():
+                violations.append(
+                    FieldViolation(f"texts[{index}]", "is empty or only whitespace: there is nothing to analyse")
+                )
+            elif len(text) > limits.max_text_chars:
+                violations.append(
+                    FieldViolation(
+                        f"texts[{index}]", f"is {len(text)} characters long; the limit is {limits.max_text_chars}"
+                    )
+                )
+        return list(texts)
+
+    def _labels(self, labels: Sequence[str], multi_label: bool, violations: list[FieldViolation]) -> list[str]:
+        limits = self.runner.limits
+        if len(labels) > limits.max_candidate_labels:
+            violations.append(
+                FieldViolation(
+                    "candidate_labels", f"has {len(labels)} labels; at most {limits.max_candidate_labels} per request"
+                )
+            )
+            return list(labels)
+        cleaned: list[str] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(labels):
+            label = raw.strip()
+            where = f"candidate_labels[{index}]"
+            if not label:
+                violations.append(FieldViolation(where, "is empty: every candidate label needs a name"))
+            elif len(label) > limits.max_label_chars:
+                violations.append(
+                    FieldViolation(where, f"is {len(label)} characters long; the limit is {limits.max_label_chars}")
+                )
+            elif label in seen:
+                violations.append(
+                    FieldViolation(where, f"repeats candidate_labels[{seen[label]}] ({label!r}): labels must be unique")
+                )
+            else:
+                seen[label] = index
+            cleaned.append(label)
+        if len(labels) == 1 and not multi_label:
+            violations.append(
+                FieldViolation(
+                    "candidate_labels",
+                    "has one label: give at least 2 to choose between, or set multi_label to score it on its own",
+                )
+            )
+        return cleaned
+
+    @staticmethod
+    def _raise(violations: list[FieldViolation]) -> None:
+        if not violations:
+            return
+        shown = violations[:_MAX_VIOLATIONS]
+        more = len(violations) - len(shown)
+        message = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        if more:
+            message += f"; and {more} more"
+        too_many = any(v.field == "texts" and v.description.startswith("has ") for v in shown)
+        raise InvalidArgumentError(
+            message, field_violations=shown, reason="TOO_MANY_TEXTS" if too_many else "INVALID_ARGUMENT"
+        )
+
+    @staticmethod
+    def _selection(resolved: Resolved) -> common_pb2.ModelSelection:
+        return common_pb2.ModelSelection(
+            model=resolved.spec.name,
+            model_version=resolved.spec.version,
+            automatic=resolved.automatic,
+            reason=resolved.reason,
+        )
