@@ -213,6 +213,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("finetune.create")
+@_command("finetune.upload")
+@_command("finetune.watch")
+@_command("finetune.get")
+@_command("finetune.list")
+@_command("finetune.cancel")
+def _finetune(args: argparse.Namespace) -> int:
+    from services.finetune.client import run
+
+    return run(args, args.address or _default_target())
+
+
 def common_task_name(task: int) -> str:
     """The registry spelling of a common.v1.Task value."""
     from aisemble.common.v1 import common_pb2
@@ -265,6 +277,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="models, health and live figures, from the gateway")
     status.add_argument("--address", help="the gateway (default: from configs/mesh.yaml)")
     status.add_argument("--timeout", type=float, default=5.0)
+
+    from services.finetune.client import add_parsers as add_finetune_parsers
+
+    finetune = sub.add_parser("finetune", help="fine-tuning jobs: create (--watch: live progress), upload, list...")
+    add_finetune_parsers(finetune.add_subparsers(dest="action", required=True))
 
     health = sub.add_parser("health", help="grpc.health.v1 check of a server or one model")
     health.add_argument("address", nargs="?", default="127.0.0.1:50051")

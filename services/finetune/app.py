@@ -1,0 +1,60 @@
+"""Builds the fine-tuning service process: its job runner (journal, workers, publishing), servicer and server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
+
+from aisemble.config import MeshConfig, ModelSpec
+from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store import ModelStore, default_store_root
+from services.finetune.registry_client import RegistryClient
+from services.finetune.runner import FineTuneLimits, JobRunner
+from services.finetune.servicer import FineTuneServicer
+
+__all__ = ["SERVICE_NAME", "FineTuneServer", "build_server", "default_data_dir"]
+
+SERVICE_NAME = finetune_service_pb2.DESCRIPTOR.services_by_name["FineTuneService"].full_name
+
+
+class FineTuneServer(AisembleServer):
+    """The fine-tuning service's AisembleServer, with its job runner at hand."""
+
+    runner: JobRunner
+
+
+def default_data_dir() -> Path:
+    """<repository root>/.aisemble/finetune: the journal, the jobs' examples and checkpoints, uploads."""
+    return Path(__file__).resolve().parents[2] / ".aisemble" / "finetune"
+
+
+def build_server(
+    config: ServerConfig,
+    mesh: MeshConfig | None,
+    models: Mapping[str, ModelSpec] | None = None,
+    data_dir: Path | None = None,
+    store: ModelStore | None = None,
+    registry_target: str | None = None,
+    limits: FineTuneLimits | None = None,
+    worker_target: Any = None,
+) -> FineTuneServer:
+    """The fine-tuning service. Base models are looked up in the gateway's registry (registry_target, default
+    the mesh's gateway), else in `models`; results are registered there. It hosts no model itself."""
+    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
+    runner = JobRunner(
+        data_dir=data_dir or default_data_dir(),
+        store=store or ModelStore(default_store_root()),
+        models=models,
+        registry=RegistryClient(target, (limits or FineTuneLimits()).registry_timeout_s) if target else None,
+        limits=limits,
+        worker_target=worker_target,
+    )
+    binding = ServiceBinding(
+        SERVICE_NAME, FineTuneServicer(runner), finetune_service_pb2_grpc.add_FineTuneServiceServicer_to_server
+    )
+    server = FineTuneServer(config, [binding], on_start=[runner.start], on_stop=[runner.stop])
+    server.runner = runner
+    return server

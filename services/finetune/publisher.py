@@ -1,0 +1,127 @@
+"""Turns a finished job's output into a servable model: a store artifact (atomic, with its manifest) and the
+registry entry that names it, with the job's lineage.
+
+The artifact is built through the store's own recipe machinery (ModelStore.prepare with a one-off
+recipe that copies the job's output): a temporary folder inside the store root, the manifest with
+every file's SHA-256, then one rename. A crash at any point leaves the old state or the finished
+artifact, never a partial one under the model's name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aisemble.config import ModelSpec, model_from_mapping
+from aisemble.errors import AlreadyExistsError, InternalError
+from aisemble.store import BuildContext, ModelStore, PrepareAction, Recipe, StoreError
+from services.finetune.types import Job, Task
+
+__all__ = ["artifact_job", "registry_entry", "remove_artifact", "write_artifact"]
+
+_TOOLS = ("torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime-gpu")
+
+
+def artifact_job(store: ModelStore, name: str) -> str | None:
+    """The job id recorded in an artifact's manifest ("" for one no job wrote), None when there is none."""
+    try:
+        manifest = store.manifest(name)
+    except StoreError:
+        return ""
+    if manifest is None:
+        return "" if store.path(name).exists() else None
+    return str(manifest.info.get("job_id", ""))
+
+
+def write_artifact(store: ModelStore, job: Job, output: Path, info: Mapping[str, Any]) -> Path:
+    """Put the job's output into the store as `job.result_model_name`; returns the artifact's folder.
+
+    An artifact of that name written by this same job (a restart between writing and registering) is
+    kept as it is; one written by anything else is never replaced (ALREADY_EXISTS).
+    """
+    name = job.result_model_name
+    owner = artifact_job(store, name)
+    if owner == job.job_id:
+        return store.path(name)
+    if owner is not None:
+        raise AlreadyExistsError(
+            f"the model store already holds an artifact named '{name}' ({store.path(name)})",
+            reason="ARTIFACT_EXISTS",
+            metadata={"artifact": name},
+        )
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        for path in sorted(output.rglob("*")):
+            if path.is_file():
+                ctx.copy(path, path.relative_to(output).as_posix())
+        return {**info, "job_id": job.job_id, "data_sha256": job.data_sha256}
+
+    recipe = Recipe(
+        name=name,
+        version=1,
+        build=build,
+        tools=_TOOLS,
+        description=f"fine-tuned from {job.base_model} by job {job.job_id}",
+    )
+    [result] = ModelStore(store.root, recipes={name: recipe}).prepare([name], force=True, progress=False)
+    if result.action == PrepareAction.FAILED:
+        raise InternalError(f"could not write the artifact '{name}' into the model store: {result.detail}")
+    return result.path
+
+
+def remove_artifact(store: ModelStore, job: Job) -> None:
+    """Delete the job's artifact from the store, if this job wrote it."""
+    if artifact_job(store, job.result_model_name) == job.job_id:
+        shutil.rmtree(store.path(job.result_model_name), ignore_errors=True)
+
+
+def registry_entry(job: Job, base: ModelSpec, info: Mapping[str, Any], metrics: Mapping[str, float]) -> ModelSpec:
+    """The registry entry of the trained model (validated like any models.yaml entry), with its lineage."""
+    lineage = {
+        "base_model": job.base_model,
+        "job_id": job.job_id,
+        "data_sha256": job.data_sha256,
+        "metrics": {
+            **{k: float(v) for k, v in metrics.items()},
+            "training_examples": float(job.training_example_count),
+            "validation_examples": float(job.validation_example_count),
+        },
+    }
+    entry: dict[str, Any]
+    if job.task == Task.CAUSAL_LM:
+        entry = {
+            "task": "text-generation",
+            "provider": "transformers",
+            "service": base.service,
+            "model_path": job.result_model_name,
+            "tags": ["fine-tuned", "lora"],
+            "description": (
+                f"LoRA adapter on {job.base_model} from fine-tuning job {job.job_id} "
+                f"({job.training_example_count} examples)"
+            ),
+            "params": {"base_model_path": base.model_path},
+        }
+        for name in ("max_tokens", "max_output_tokens", "cost_per_token", "cost_per_input_token"):
+            if getattr(base, name):
+                entry[name] = getattr(base, name)
+        if base.languages:
+            entry["languages"] = list(base.languages)
+        if base.domains:
+            entry["domains"] = list(base.domains)
+    else:
+        entry = {
+            "task": "text-classification",
+            "provider": "onnxruntime",
+            "service": "nlp",
+            "model_path": job.result_model_name,
+            "max_tokens": base.max_tokens or int(info.get("max_length") or job.hyperparameters.max_length),
+            "tags": ["fine-tuned", "classifier"],
+            "description": (
+                f"classifier over {', '.join(job.labels)} trained on {job.base_model} by fine-tuning job "
+                f"{job.job_id} ({job.training_example_count} examples)"
+            ),
+        }
+    entry["lineage"] = lineage
+    return model_from_mapping(job.result_model_name, entry, where="fine-tuned model")

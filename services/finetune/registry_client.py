@@ -1,0 +1,71 @@
+"""The fine-tuning service's view of the gateway's model registry: look a model up, register a result."""
+
+from __future__ import annotations
+
+import grpc
+from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
+from grpc import aio
+
+from aisemble.config import ModelSpec
+from aisemble.errors import AlreadyExistsError, UnavailableError, UpstreamError
+from aisemble.registry_messages import model_to_proto, spec_from_proto
+from aisemble.server import channel_options
+
+__all__ = ["RegistryClient"]
+
+_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class RegistryClient:
+    """ModelRegistryService calls with deadlines; one channel, opened on first use (inside the event loop)."""
+
+    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel: aio.Channel | None = None
+        self._stub: registry_service_pb2_grpc.ModelRegistryServiceStub | None = None
+
+    def _registry(self) -> registry_service_pb2_grpc.ModelRegistryServiceStub:
+        if self._stub is None:
+            self._channel = aio.insecure_channel(self.target, options=channel_options())
+            self._stub = registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel)
+        return self._stub
+
+    def _error(self, exc: aio.AioRpcError) -> Exception:
+        if exc.code() in _UNREACHABLE:
+            return UnavailableError(
+                f"the model registry at {self.target} is not reachable ({exc.code().name}: {exc.details()})",
+                reason="REGISTRY_UNAVAILABLE",
+                retry_after_s=1.0,
+            )
+        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+            return AlreadyExistsError(exc.details() or "already registered", reason="MODEL_EXISTS")
+        from google.rpc import status_pb2
+
+        return UpstreamError(status_pb2.Status(code=exc.code().value[0], message=exc.details() or ""))
+
+    async def get(self, name: str) -> ModelSpec | None:
+        """The registered model of that name, None when there is none."""
+        try:
+            reply = await self._registry().GetModel(rpb.GetModelRequest(name=name), timeout=self.timeout_s)
+        except aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise self._error(exc) from None
+        return spec_from_proto(reply.model)
+
+    async def register(self, spec: ModelSpec) -> None:
+        """Register a new model (ALREADY_EXISTS when the name is taken)."""
+        request = rpb.RegisterModelRequest(model=model_to_proto(spec))
+        try:
+            await self._registry().RegisterModel(request, timeout=self.timeout_s)
+        except aio.AioRpcError as exc:
+            raise self._error(exc) from None
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub = None
