@@ -143,6 +143,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, chat: bool) -> int:
     import grpc
+
     from aisemble.llm.v1 import llm_service_pb2 as pb
     from aisemble.llm.v1 import llm_service_pb2_grpc
 
@@ -186,6 +187,7 @@ def _generate(args: argparse.Namespace, chat: bool) -> int:
 @_command("status")
 def _status(args: argparse.Namespace) -> int:
     import grpc
+
     from aisemble.registry.v1 import registry_service_pb2 as rpb
     from aisemble.registry.v1 import registry_service_pb2_grpc
 

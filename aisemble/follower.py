@@ -9,12 +9,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from aisemble.registry.v1 import registry_service_pb2 as rpb
-from aisemble.registry.v1 import registry_service_pb2_grpc
 from grpc import aio
 
 from aisemble.config import ConfigError
 from aisemble.hosting import ModelHost
+from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.registry_messages import spec_from_proto
 
 __all__ = ["RegistryFollower", "follow_registry_hooks"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from aisemble.common.v1 import common_pb2
-from aisemble.registry.v1 import registry_service_pb2 as pb
 from google.protobuf import json_format
 
+from aisemble.common.v1 import common_pb2
 from aisemble.config import TASKS, ModelSpec, model_from_mapping
+from aisemble.registry.v1 import registry_service_pb2 as pb
 
 __all__ = ["TASK_FROM_PROTO", "TASK_TO_PROTO", "Figures", "model_to_proto", "spec_from_proto"]
 

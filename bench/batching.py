@@ -7,9 +7,9 @@ import asyncio
 import time
 
 import grpc
+
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-
 from aisemble.store import ModelStore, default_store_root
 from bench.common import Mesh, median, percentile, print_table
 

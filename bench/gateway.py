@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 
 import grpc
+
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
-
 from bench.common import Mesh, median, percentile, print_table
 
 CALLS = 200

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import grpc
-from aisemble.llm.v1 import llm_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
 
 from aisemble.backend import RequestContext, create_backend
 from aisemble.config import load_models
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.mesh import wait_healthy
 from aisemble.store import ModelStore, default_store_root
 from bench.common import median, print_table

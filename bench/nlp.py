@@ -15,10 +15,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-from aisemble.nlp.v1 import nlp_service_pb2 as pb
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
 
 from aisemble.mesh import wait_healthy
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.store import ModelStore, default_store_root
 from bench.common import median, percentile, print_table
 

@@ -6,15 +6,15 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
-from aisemble.common.v1 import common_pb2
-from aisemble.vision.v1 import vision_service_pb2 as pb
-from aisemble.vision.v1 import vision_service_pb2_grpc
 
 from aisemble.backend import RequestContext, create_backend
+from aisemble.common.v1 import common_pb2
 from aisemble.config import load_models
 from aisemble.environment import apply_offline_defaults
 from aisemble.images import ImageLimits, decode_image
 from aisemble.store import ModelStore, default_store_root
+from aisemble.vision.v1 import vision_service_pb2 as pb
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from bench.common import Mesh, median, print_table
 
 ONNX, PT, SMALL = "yolov8-fall", "yolov8-fall-ultralytics", "nudenet"

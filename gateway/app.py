@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from grpc import aio
 from prometheus_client import Gauge
 
 from aisemble.config import CONFIG_DIR, MeshConfig, ModelSpec, SelectionRules, load_selection
+from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store import default_store_root
 from gateway.cache import ResultCache

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from aisemble.common.v1 import common_pb2
-from aisemble.nlp.v1 import nlp_service_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.config import ModelSpec, SelectionRules
 from aisemble.errors import FailedPreconditionError, InvalidArgumentError
+from aisemble.nlp.v1 import nlp_service_pb2
 from gateway.cache import ResultCache, cache_key
 from gateway.registry import ModelRegistry
 from gateway.router import Router
@@ -136,7 +136,8 @@ class Gateway:
             language=language,
             language_source=language_source,
             prompt_tokens=len(text.encode()) // 4 + 8,
-            output_tokens=output_tokens or self.rules.default_output_tokens,
+            # Only generation produces tokens; other tasks need room for their input only.
+            output_tokens=(output_tokens or self.rules.default_output_tokens) if task == "text-generation" else 0,
         )
 
     async def decide(

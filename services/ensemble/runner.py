@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from aisemble.common.v1 import common_pb2
-from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.vision.v1 import vision_service_pb2_grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
+from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.errors import UnavailableError
 from aisemble.interceptors import STATUS_DETAILS_KEY
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.server import channel_options
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
 __all__ = ["EnsembleRunner", "MemberPlan"]

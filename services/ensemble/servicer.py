@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
-from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from grpc import aio
 
+from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
+from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.server import forwardable_metadata, request_context
 from services.ensemble.runner import EnsembleRunner, MemberPlan

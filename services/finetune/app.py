@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
-
 from aisemble.config import MeshConfig, ModelSpec
+from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store import ModelStore, default_store_root
 from services.finetune.registry_client import RegistryClient

@@ -106,6 +106,7 @@ def _describe(job: pb.FineTuneJob) -> str:
 def run(args: argparse.Namespace, target: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run one `aisemble finetune` action against target (the gateway or the service)."""
     import grpc
+
     from aisemble.finetune.v1 import finetune_service_pb2_grpc
 
     with grpc.insecure_channel(target) as channel:

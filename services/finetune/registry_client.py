@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import grpc
-from aisemble.registry.v1 import registry_service_pb2 as rpb
-from aisemble.registry.v1 import registry_service_pb2_grpc
 from grpc import aio
 
 from aisemble.config import ModelSpec
 from aisemble.errors import AlreadyExistsError, UnavailableError, UpstreamError
+from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.registry_messages import model_to_proto, spec_from_proto
 from aisemble.server import channel_options
 

@@ -21,11 +21,11 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aisemble.finetune.v1 import finetune_service_pb2 as pb
-from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from grpc import aio
 
 from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.finetune.v1 import finetune_service_pb2 as pb
+from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from services.finetune.runner import JobRequest, JobRunner, UploadHeader
 from services.finetune.types import (
     Evaluation,

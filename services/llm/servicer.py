@@ -6,12 +6,12 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aisemble.common.v1 import common_pb2
-from aisemble.llm.v1 import llm_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.server import request_context
 from services.llm.runner import LlmRunner, Resolved, SamplingOverrides
 from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest

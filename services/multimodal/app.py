@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
-
 from aisemble.config import ConfigError, MeshConfig, ModelSpec
+from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from services.multimodal.composer import MultimodalComposer, MultimodalLimits, Upstreams
 from services.multimodal.servicer import MultimodalServicer

@@ -11,17 +11,17 @@ from typing import Any
 
 import grpc
 import numpy as np
-from aisemble.common.v1 import common_pb2
-from aisemble.nlp.v1 import nlp_service_pb2 as nlp_pb
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.vision.v1 import vision_service_pb2 as vision_pb
-from aisemble.vision.v1 import vision_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.errors import AisembleError
 from aisemble.interceptors import REQUEST_ID_KEY, STATUS_DETAILS_KEY
+from aisemble.nlp.v1 import nlp_service_pb2 as nlp_pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.server import channel_options
+from aisemble.vision.v1 import vision_service_pb2 as vision_pb
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.multimodal.matching import Match, find_mentions, phrases, terms_from
 
 __all__ = [

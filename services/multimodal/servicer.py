@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import time
 
-from aisemble.common.v1 import common_pb2
-from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
-from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.interceptors import REQUEST_ID_KEY
+from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
+from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
 from services.multimodal.composer import AUTO, AnalysisRequest, MultimodalComposer
 from services.multimodal.matching import DETECTION
 

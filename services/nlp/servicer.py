@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aisemble.common.v1 import common_pb2
-from aisemble.nlp.v1 import nlp_service_pb2 as pb
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.server import request_context
 from services.nlp.runner import AUTO, NlpRunner, Resolved, Rpc
 

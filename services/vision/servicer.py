@@ -6,14 +6,14 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aisemble.common.v1 import common_pb2
-from aisemble.vision.v1 import vision_service_pb2 as pb
-from aisemble.vision.v1 import vision_service_pb2_grpc
 from grpc import aio
 
+from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.images import ImageInput
 from aisemble.server import request_context
+from aisemble.vision.v1 import vision_service_pb2 as pb
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.frames import BackpressurePolicy, Frame
 from services.vision.runner import DetectionOverrides, Resolved, VisionRunner
 from services.vision.types import Detection, DetectionResult, ImageGenerationRequest

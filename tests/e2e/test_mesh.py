@@ -13,11 +13,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from aisemble.common.v1 import common_pb2
 from aisemble.ensemble.v1 import ensemble_service_pb2 as epb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2 as lpb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.mesh import available_services, wait_healthy
 from aisemble.multimodal.v1 import multimodal_service_pb2 as mpb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2 as npb
@@ -26,8 +28,6 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.vision.v1 import vision_service_pb2 as vpb
 from aisemble.vision.v1 import vision_service_pb2_grpc
-
-from aisemble.mesh import available_services, wait_healthy
 from tests.assets.pictures import bus_jpg, encode, render_line
 
 REPO = Path(__file__).resolve().parents[2]

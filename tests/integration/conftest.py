@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-
 from aisemble.server import ServerConfig
 from services.llm.app import build_server as build_llm_server
 from services.nlp.app import build_server as build_nlp_server
@@ -79,9 +79,8 @@ async def vision(registry, store, tmp_path_factory):
 
     Yields (server, VisionServiceStub, channel, image_root).
     """
-    from aisemble.vision.v1 import vision_service_pb2_grpc
-
     from aisemble.images import ImageLimits
+    from aisemble.vision.v1 import vision_service_pb2_grpc
     from services.vision.app import build_server as build_vision_server
 
     image_root = tmp_path_factory.mktemp("vision-images")

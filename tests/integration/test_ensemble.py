@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
+
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2
-from google.protobuf import duration_pb2
-
 from aisemble.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from services.ensemble.app import build_server as build_ensemble

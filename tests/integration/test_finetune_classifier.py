@@ -12,11 +12,11 @@ import time
 
 import grpc
 import pytest
+
 from aisemble.common.v1 import common_pb2
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
-
 from tests.conftest import status_details
 from tests.integration.test_finetune_errors import DATASET, HELD_OUT, _upload, start_mesh, states, until, watch_all
 

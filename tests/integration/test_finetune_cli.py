@@ -7,9 +7,9 @@ import asyncio
 import re
 
 import pytest
-from aisemble.finetune.v1 import finetune_service_pb2 as pb
 
 from aisemble.cli import main
+from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from tests.integration.test_finetune_errors import DATASET, start_mesh
 
 pytestmark = pytest.mark.slow

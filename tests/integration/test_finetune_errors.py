@@ -17,10 +17,10 @@ from typing import Any
 
 import grpc
 import pytest
+
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2_grpc
-
 from aisemble.server import AisembleServer, ServerConfig
 from aisemble.store import ModelStore
 from gateway.app import build_server as build_gateway

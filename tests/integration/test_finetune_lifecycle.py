@@ -14,9 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2 as rpb
-
 from aisemble.server import ServerConfig
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits

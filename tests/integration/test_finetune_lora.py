@@ -7,10 +7,10 @@ from __future__ import annotations
 import difflib
 
 import pytest
+
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
-
 from tests.integration.test_finetune_errors import start_mesh, states, until, watch_all
 
 pytestmark = [

@@ -7,15 +7,15 @@ import time
 
 import grpc
 import pytest
+
 from aisemble.common.v1 import common_pb2
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
-
 from aisemble.server import ServerConfig
+from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
 from tests.integration.conftest import LLM_MODELS, mesh_for, write_registry

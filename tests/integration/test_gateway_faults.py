@@ -12,13 +12,13 @@ import sys
 
 import grpc
 import pytest
-from aisemble.llm.v1 import llm_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.registry.v1 import registry_service_pb2 as rpb
-from aisemble.registry.v1 import registry_service_pb2_grpc
 from grpc_health.v1 import health_pb2
 
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.mesh import wait_healthy
+from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from gateway.app import build_server as build_gateway
 from gateway.registry import write_models_file

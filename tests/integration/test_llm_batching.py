@@ -6,9 +6,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aisemble.llm.v1 import llm_service_pb2 as pb
 
 from aisemble.backend import RequestContext
+from aisemble.llm.v1 import llm_service_pb2 as pb
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
 from tests.integration.conftest import LLM_MODELS
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from aisemble.llm.v1 import llm_service_pb2 as pb
 
 from aisemble.backend import RequestContext
+from aisemble.llm.v1 import llm_service_pb2 as pb
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
 
 REQUESTS = [

@@ -6,10 +6,10 @@ import logging
 
 import grpc
 import pytest
-from aisemble.llm.v1 import llm_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
 
 from aisemble.config import model_from_mapping
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.server import ServerConfig
 from services.llm.app import build_server
 from tests.conftest import status_details

@@ -9,10 +9,10 @@ import time
 
 import grpc
 import pytest
-from aisemble.llm.v1 import llm_service_pb2 as pb
-from aisemble.llm.v1 import llm_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig
 from services.llm.app import build_server
 from services.llm.runner import LlmLimits

@@ -7,11 +7,11 @@ import io
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
+
 from aisemble.common.v1 import common_pb2
 from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
-from PIL import Image
-
 from aisemble.server import ServerConfig
 from services.multimodal.app import build_server
 from tests.assets.pictures import bus_jpg, encode, render_line

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from aisemble.nlp.v1 import nlp_service_pb2 as pb
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aisemble.config import ModelSpec
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.server import ServerConfig
 from aisemble.store import BuildContext, ModelStore, PrepareAction, Recipe
 from services.nlp.app import build_server

@@ -7,10 +7,10 @@ import dataclasses
 
 import grpc
 import pytest
-from aisemble.nlp.v1 import nlp_service_pb2 as pb
-from aisemble.nlp.v1 import nlp_service_pb2_grpc
 
 from aisemble.batching import BatchingConfig
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
+from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.server import ServerConfig
 from services.nlp.app import build_server
 from services.nlp.runner import NlpLimits

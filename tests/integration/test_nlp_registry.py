@@ -7,9 +7,9 @@ import dataclasses
 import grpc
 import numpy as np
 import pytest
+
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-
 from aisemble.server import ServerConfig
 from services.nlp.app import build_server
 

@@ -6,8 +6,9 @@ import asyncio
 
 import numpy as np
 import pytest
-from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aisemble.nlp.v1 import nlp_service_pb2 as pb
 
 MODEL = "minilm-l6"
 INT8 = "minilm-l6-int8"

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 
 from aisemble.backend import ENTRY_POINT_GROUP, known_providers, resolve_backend_class
 from aisemble.config import ConfigError, load_models
+from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.server import ServerConfig
 from services.llm.app import build_server
 

@@ -14,11 +14,11 @@ import time
 import grpc
 import pytest
 import yaml
+
 from aisemble.common.v1 import common_pb2
+from aisemble.config import load_models
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-
-from aisemble.config import load_models
 from aisemble.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details

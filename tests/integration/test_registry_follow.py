@@ -7,12 +7,12 @@ import socket
 
 import grpc
 import pytest
+
 from aisemble.common.v1 import common_pb2
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-
 from aisemble.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from services.llm.app import build_server as build_llm

@@ -15,12 +15,12 @@ from typing import Any
 
 import grpc
 import pytest
-from aisemble.vision.v1 import vision_service_pb2 as pb
-from aisemble.vision.v1 import vision_service_pb2_grpc
 from PIL import Image, ImageDraw
 
 from aisemble.config import model_from_mapping
 from aisemble.server import ServerConfig
+from aisemble.vision.v1 import vision_service_pb2 as pb
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server
 from tests.conftest import status_details
 

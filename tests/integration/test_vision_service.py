@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from aisemble.common.v1 import common_pb2
-from aisemble.vision.v1 import vision_service_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from aisemble.common.v1 import common_pb2
+from aisemble.vision.v1 import vision_service_pb2 as pb
 from tests.assets.pictures import bus_jpg, encode, png_bomb, render_document, render_line
 from tests.conftest import status_details
 

@@ -7,12 +7,12 @@ import io
 
 import grpc
 import pytest
-from aisemble.common.v1 import common_pb2
-from aisemble.vision.v1 import vision_service_pb2 as pb
-from aisemble.vision.v1 import vision_service_pb2_grpc
 from PIL import Image
 
+from aisemble.common.v1 import common_pb2
 from aisemble.server import ServerConfig
+from aisemble.vision.v1 import vision_service_pb2 as pb
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server
 from tests.assets.pictures import bus_jpg, encode
 from tests.conftest import status_details

@@ -1,12 +1,12 @@
 """The ensemble strategies as pure functions over results."""
 
 import pytest
+
 from aisemble.common.v1 import common_pb2
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2
 from aisemble.nlp.v1 import nlp_service_pb2
 from aisemble.vision.v1 import vision_service_pb2
-
 from services.ensemble.strategies import Success, combine, confidence
 
 
