@@ -73,8 +73,14 @@ def _serve(args: argparse.Namespace) -> int:
         grace_s=mesh.grace_s,
     )
     module = importlib.import_module(SERVICE_APPS[args.service])
-    server = module.build_server(config, mesh, load_models())
-    asyncio.run(server.serve_forever())
+    models = load_models()
+
+    async def serve() -> None:
+        # Built inside the running loop: grpc.aio channels (to upstreams, the gateway) bind to it.
+        server = module.build_server(config, mesh, models)
+        await server.serve_forever()
+
+    asyncio.run(serve())
     return 0
 
 

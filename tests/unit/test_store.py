@@ -381,4 +381,5 @@ def test_default_recipes_are_registered_without_heavy_imports() -> None:
         "ppocr-v4",
         "doc-orientation",
         "nudenet-320n",
+        "smollm2-135m-instruct-onnx",
     ]
