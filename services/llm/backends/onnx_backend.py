@@ -36,6 +36,8 @@ class OnnxLlmBackend(LocalDecoderBackend):
         self._head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn the cores between steps that the gateway and gRPC need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = int(self.spec.params.get("intra_op_threads", 0))
         if threads:
             options.intra_op_num_threads = threads
