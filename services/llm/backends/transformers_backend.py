@@ -75,7 +75,8 @@ class TransformersBackend(LocalDecoderBackend):
         with torch.inference_mode():
             out = self.model(
                 input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
-                attention_mask=torch.from_numpy(attention_mask),
+                # No padding (one sequence, or equal lengths): let the model take its causal fast path.
+                attention_mask=None if attention_mask.all() else torch.from_numpy(attention_mask),
                 position_ids=torch.tensor([[p] for p in positions], dtype=torch.long),
                 past_key_values=cache,
                 use_cache=True,
