@@ -178,7 +178,10 @@ async def test_cancellation_through_the_gateway_reaches_the_backend(gateway, llm
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
     call = stub.StreamComplete(
         pb.StreamCompleteRequest(
-            model="smollm2-135m", prompt="Write a long story.", max_output_tokens=1000, temperature=0.7, seed=3
+            model="smollm2-135m",
+            prompt="Chapter 1. Once upon a time, in a land far away, there lived",
+            max_output_tokens=1000,
+            temperature=0,
         )
     )
     await call.read()
@@ -197,7 +200,10 @@ async def test_deadline_passes_through(gateway, llm):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(
             pb.CompleteRequest(
-                model="smollm2-135m", prompt="Tell me a long tale.", max_output_tokens=1000, temperature=0.7, seed=4
+                model="smollm2-135m",
+                prompt="Chapter 2. The old lighthouse keeper climbed the stairs and",
+                max_output_tokens=1000,
+                temperature=0,
             ),
             timeout=0.7,
         )

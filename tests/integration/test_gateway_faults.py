@@ -125,7 +125,7 @@ async def test_upstream_killed_mid_stream(llm, llm_process, registry, store, tmp
                 model=MODEL,
                 prompt=f"Chapter {attempt + 1}. Once upon a time, in a land far away,",
                 max_output_tokens=500,
-                temperature=0.7,
+                temperature=0,  # greedy: deterministic and long; each attempt's prompt differs
             )
         )
         await candidate.read()
