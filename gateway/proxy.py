@@ -18,6 +18,7 @@ from aisemble.common.v1 import common_pb2
 from aisemble.config import ModelSpec, SelectionRules
 from aisemble.errors import FailedPreconditionError, InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2
+from aisemble.selection import MODEL_TRAILER
 from gateway.cache import ResultCache, cache_key
 from gateway.registry import ModelRegistry
 from gateway.router import Router
@@ -29,7 +30,6 @@ __all__ = ["MODEL_TRAILER", "REASON_TRAILER", "Gateway", "Resolution"]
 
 log = logging.getLogger(__name__)
 
-MODEL_TRAILER = "aisemble-model"
 REASON_TRAILER = "aisemble-selection-reason"
 _FEATURE_TIMEOUT_S = 1.0  # the language detector and learned router get at most this much
 

@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from aisemble.admission import AdmissionControl
-from aisemble.backend import Backend, RequestContext
+from aisemble.backend import RequestContext
 from aisemble.config import ModelSpec
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
 from aisemble.hosting import ModelHost
+from aisemble.selection import Resolved
 from aisemble.streaming import iterate_in_thread
 from services.llm.types import GenerationChunk, GenerationRequest, SamplingParams
 
@@ -42,16 +43,6 @@ class SamplingOverrides:
     top_k: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The model that serves a request and why."""
-
-    spec: ModelSpec
-    backend: Backend
-    automatic: bool
-    reason: str
 
 
 class LlmRunner:

@@ -12,6 +12,7 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.selection import MODEL_TRAILER, selection_message
 from aisemble.server import request_context
 from services.llm.runner import LlmRunner, Resolved, SamplingOverrides
 from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest
@@ -25,8 +26,6 @@ _FINISH = {
     FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
 }
 _ROLES = {pb.CHAT_ROLE_SYSTEM: "system", pb.CHAT_ROLE_USER: "user", pb.CHAT_ROLE_ASSISTANT: "assistant"}
-#: Trailing metadata naming the model that served the call.
-MODEL_TRAILER = "aisemble-model"
 
 
 class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
@@ -127,14 +126,6 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             stop=tuple(request.stop),
         )
 
-    def _selection(self, resolved: Resolved) -> common_pb2.ModelSelection:
-        return common_pb2.ModelSelection(
-            model=resolved.spec.name,
-            model_version=resolved.spec.version,
-            automatic=resolved.automatic,
-            reason=resolved.reason,
-        )
-
     def _usage(self, resolved: Resolved, chunk: GenerationChunk) -> common_pb2.Usage:
         return common_pb2.Usage(
             prompt_tokens=chunk.prompt_tokens,
@@ -149,7 +140,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             "text": result.text,
             "finish_reason": _FINISH[result.finish_reason or FinishReason.CANCELLED],
             "usage": self._usage(resolved, result),
-            "selection": self._selection(resolved),
+            "selection": selection_message(resolved),
             "mean_token_logprob": mean_logprob,
         }
 
@@ -160,7 +151,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
         async for chunk in self.runner.generate(resolved, generation, request_context(context)):
             fields: dict[str, Any] = {"text": chunk.text, "token_count": chunk.token_count}
             if first:
-                fields["selection"] = self._selection(resolved)
+                fields["selection"] = selection_message(resolved)
                 first = False
             if chunk.finish_reason is not None:
                 fields["finish_reason"] = _FINISH[chunk.finish_reason]

@@ -20,6 +20,7 @@ from aisemble.errors import (
     ModelNotReadyError,
 )
 from aisemble.hosting import ModelHost, ModelState
+from aisemble.selection import Resolved
 from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 
@@ -69,16 +70,6 @@ class NlpLimits:
     default_models: Mapping[str, str] = field(
         default_factory=lambda: {EMBEDDING: "minilm-l6", LANGUAGE_DETECTION: "langid"}
     )
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The model that serves a request and why."""
-
-    spec: ModelSpec
-    backend: Backend
-    automatic: bool
-    reason: str
 
 
 def batching_for(spec: ModelSpec, defaults: BatchingConfig) -> BatchingConfig:

@@ -25,13 +25,12 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.selection import MODEL_TRAILER, selection_message
 from aisemble.server import request_context
-from services.nlp.runner import AUTO, NlpRunner, Resolved, Rpc
+from services.nlp.runner import AUTO, NlpRunner, Rpc
 
 __all__ = ["MODEL_TRAILER", "NlpServicer"]
 
-#: Trailing metadata naming the model that served the call.
-MODEL_TRAILER = "aisemble-model"
 #: At most this many field violations are listed in one error.
 _MAX_VIOLATIONS = 10
 
@@ -56,7 +55,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                 for e in encoded
             ],
             dimensions=int(encoded[0].values.shape[-1]) if encoded else 0,
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
@@ -76,7 +75,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                 )
                 for r in results
             ],
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def DetectLanguage(
@@ -103,7 +102,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     token_count=guess.token_count,
                 )
             )
-        return pb.DetectLanguageResponse(results=results, selection=self._selection(resolved))
+        return pb.DetectLanguageResponse(results=results, selection=selection_message(resolved))
 
     # --- validation ---
     @staticmethod
@@ -185,13 +184,4 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         too_many = any(v.field == "texts" and v.description.startswith("has ") for v in shown)
         raise InvalidArgumentError(
             message, field_violations=shown, reason="TOO_MANY_TEXTS" if too_many else "INVALID_ARGUMENT"
-        )
-
-    @staticmethod
-    def _selection(resolved: Resolved) -> common_pb2.ModelSelection:
-        return common_pb2.ModelSelection(
-            model=resolved.spec.name,
-            model_version=resolved.spec.version,
-            automatic=resolved.automatic,
-            reason=resolved.reason,
         )

@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aisemble.admission import AdmissionControl
-from aisemble.backend import Backend, RequestContext
-from aisemble.config import ModelSpec
+from aisemble.backend import RequestContext
 from aisemble.errors import (
     FailedPreconditionError,
     FieldViolation,
@@ -22,6 +21,7 @@ from aisemble.errors import (
 )
 from aisemble.hosting import ModelHost
 from aisemble.images import ImageInput, ImageLimits, encode_png, load_image
+from aisemble.selection import Resolved
 from services.vision.frames import BackpressurePolicy, Frame, FrameOutcome, run_frames
 from services.vision.types import (
     ClassificationRequest,
@@ -65,16 +65,6 @@ class VisionLimits:
     max_pending_frames: int = 64  # the most a stream may ask for in max_pending_frames
     max_detections: int = 1000
     max_top_k: int = 1000
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The model that serves a request and why."""
-
-    spec: ModelSpec
-    backend: Backend
-    automatic: bool
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,16 @@ from grpc import aio
 from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.images import ImageInput
+from aisemble.selection import MODEL_TRAILER, selection_message
 from aisemble.server import request_context
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.frames import BackpressurePolicy, Frame
-from services.vision.runner import DetectionOverrides, Resolved, VisionRunner
+from services.vision.runner import DetectionOverrides, VisionRunner
 from services.vision.types import Detection, DetectionResult, ImageGenerationRequest
 
 __all__ = ["MODEL_TRAILER", "VisionServicer", "image_input"]
 
-#: Trailing metadata naming the model that served the call.
-MODEL_TRAILER = "aisemble-model"
 _POLICIES = {
     pb.BACKPRESSURE_POLICY_UNSPECIFIED: BackpressurePolicy.BLOCK,
     pb.BACKPRESSURE_POLICY_BLOCK: BackpressurePolicy.BLOCK,
@@ -82,7 +81,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             detections=[_detection(d) for d in result.detections],
             image_width=result.width,
             image_height=result.height,
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def StreamDetect(
@@ -130,7 +129,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
                 response.detections.extend(_detection(d) for d in result.detections)
                 response.image_width, response.image_height = result.width, result.height
             if first_response:
-                response.selection.CopyFrom(self._selection(resolved))
+                response.selection.CopyFrom(selection_message(resolved))
                 first_response = False
             yield response
 
@@ -149,7 +148,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             full_text="\n".join(line.text for line in result.lines),
             image_width=result.width,
             image_height=result.height,
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def ClassifyImage(
@@ -168,7 +167,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
         return pb.ClassifyImageResponse(
             labels=[common_pb2.LabelScore(label=label, score=score) for label, score in result.labels],
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def Segment(self, request: pb.SegmentRequest, context: aio.ServicerContext) -> pb.SegmentResponse:
@@ -192,7 +191,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             ],
             image_width=result.width,
             image_height=result.height,
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     async def GenerateImage(
@@ -221,7 +220,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
                 pb.GeneratedImage(data=image.data, mime_type=image.mime_type, revised_prompt=image.revised_prompt)
                 for image in result.images
             ],
-            selection=self._selection(resolved),
+            selection=selection_message(resolved),
         )
 
     # --- conversions ---
@@ -264,12 +263,3 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             violations.append(FieldViolation("class_names", message))
         if later.backpressure_policy and later.backpressure_policy != first.backpressure_policy:
             violations.append(FieldViolation("backpressure_policy", message))
-
-    @staticmethod
-    def _selection(resolved: Resolved) -> common_pb2.ModelSelection:
-        return common_pb2.ModelSelection(
-            model=resolved.spec.name,
-            model_version=resolved.spec.version,
-            automatic=resolved.automatic,
-            reason=resolved.reason,
-        )
