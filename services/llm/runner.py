@@ -43,6 +43,7 @@ class SamplingOverrides:
     top_k: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_output_tokens: int | None = None
 
 
 class LlmRunner:
@@ -85,6 +86,14 @@ class LlmRunner:
                 metadata={"max_output_tokens": str(max_output), "limit": str(limit)},
                 field_violations=[FieldViolation("max_output_tokens", f"must be <= {limit} for '{spec.name}'")],
             )
+        min_output = overrides.min_output_tokens or 0
+        if min_output > max_output:
+            raise InvalidArgumentError(
+                f"min_output_tokens {min_output} is above max_output_tokens {max_output}",
+                reason="MIN_OUTPUT_TOKENS_TOO_LARGE",
+                metadata={"min_output_tokens": str(min_output), "max_output_tokens": str(max_output)},
+                field_violations=[FieldViolation("min_output_tokens", f"must be <= max_output_tokens ({max_output})")],
+            )
         defaults = dict(getattr(resolved.backend, "generation_defaults", {}) or {})
         temperature = overrides.temperature if overrides.temperature is not None else defaults.get("temperature", 1.0)
         top_p = overrides.top_p if overrides.top_p is not None else defaults.get("top_p", 1.0)
@@ -96,6 +105,7 @@ class LlmRunner:
             top_k=int(top_k),
             seed=overrides.seed,
             stop=overrides.stop,
+            min_output_tokens=min_output,
         )
 
     def cost(self, spec: ModelSpec, prompt_tokens: int, output_tokens: int) -> float:

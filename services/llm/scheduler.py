@@ -126,7 +126,7 @@ class ContinuousBatcher:
             ctx=ctx,
             input_ids=input_ids,
             out=queue.Queue(),
-            sampler=Sampler(request.sampling),
+            sampler=Sampler(request.sampling, self.model.eos_token_ids),
             detokenizer=IncrementalDetokenizer(self.model.tokenizer),
             stops=StopSequenceFilter(request.sampling.stop),
             enqueued_at=time.perf_counter(),

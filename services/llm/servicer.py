@@ -106,6 +106,8 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             violations.append(FieldViolation("temperature", f"must be between 0 and 2 (got {request.temperature})"))
         if present("top_p") and not (math.isfinite(request.top_p) and 0.0 < request.top_p <= 1.0):
             violations.append(FieldViolation("top_p", f"must be in (0, 1] (got {request.top_p})"))
+        if present("min_output_tokens") and request.min_output_tokens < 0:
+            violations.append(FieldViolation("min_output_tokens", "must be >= 0"))
         if present("top_k") and request.top_k < 0:
             violations.append(FieldViolation("top_k", "must be >= 0 (0 turns top-k off)"))
         if len(request.stop) > limits.max_stop_sequences:
@@ -124,6 +126,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             top_k=request.top_k if present("top_k") else None,
             seed=request.seed if present("seed") else None,
             stop=tuple(request.stop),
+            min_output_tokens=request.min_output_tokens if present("min_output_tokens") else None,
         )
 
     def _usage(self, resolved: Resolved, chunk: GenerationChunk) -> common_pb2.Usage:

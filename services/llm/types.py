@@ -35,6 +35,7 @@ class SamplingParams:
     top_k: int = 0  # 0: no top-k cut
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_output_tokens: int = 0  # the end-of-sequence token cannot be chosen before this many
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,18 @@ async def test_max_output_tokens_gives_length(llm):
     assert reply.finish_reason == pb.FINISH_REASON_LENGTH and reply.usage.output_tokens == 3
 
 
+async def test_min_output_tokens_holds_off_the_end_of_sequence(llm):
+    _server, stub, _ = llm
+    request = pb.ChatRequest(model=MODEL, messages=CAPITAL, max_output_tokens=64, temperature=0)
+    natural = await stub.Chat(request)
+    assert natural.finish_reason == pb.FINISH_REASON_STOP and natural.usage.output_tokens < 40
+    request.min_output_tokens = request.max_output_tokens = natural.usage.output_tokens + 8
+    longer = await stub.Chat(request)
+    assert longer.finish_reason == pb.FINISH_REASON_LENGTH
+    assert longer.usage.output_tokens == natural.usage.output_tokens + 8
+    assert longer.text.startswith(natural.text)
+
+
 async def test_seed_makes_sampling_reproducible(llm):
     _server, stub, _ = llm
 
@@ -226,6 +238,20 @@ BAD_REQUESTS = [
         {"model": MODEL, "prompt": "hi", "top_p": 1.5},
         grpc.StatusCode.INVALID_ARGUMENT,
         "top_p",
+    ),
+    (
+        "negative min tokens",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "min_output_tokens": -1},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "min_output_tokens",
+    ),
+    (
+        "min tokens above max tokens",
+        "Complete",
+        {"model": MODEL, "prompt": "hi", "min_output_tokens": 9, "max_output_tokens": 8},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "min_output_tokens",
     ),
     (
         "too many stops",

@@ -194,7 +194,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
     ) -> Iterator[GenerationChunk]:
         params = request.sampling
-        sampler = Sampler(params)
+        sampler = Sampler(params, self.eos_token_ids)
         detokenizer = IncrementalDetokenizer(self.tokenizer)
         stops = StopSequenceFilter(params.stop)
         output_tokens, pending_logprob = 0, 0.0

@@ -62,8 +62,13 @@ class OpenAIBackend(Backend):
             arguments["stop"] = list(params.stop)
         if params.seed is not None:
             arguments["seed"] = params.seed
+        extra: dict[str, Any] = {}
         if params.top_k:
-            arguments["extra_body"] = {"top_k": params.top_k}
+            extra["top_k"] = params.top_k
+        if params.min_output_tokens:
+            extra["min_tokens"] = params.min_output_tokens  # OpenAI-compatible servers (vLLM) take it
+        if extra:
+            arguments["extra_body"] = extra
         remaining = ctx.time_remaining
         if remaining is not None:
             arguments["timeout"] = max(0.05, remaining)

@@ -41,7 +41,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[_Union[ChatRole, str]] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("model", "prompt", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed")
+    __slots__ = ("model", "prompt", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed", "min_output_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class CompleteRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     max_output_tokens: int
@@ -58,7 +59,8 @@ class CompleteRequest(_message.Message):
     top_k: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    min_output_tokens: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., min_output_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("text", "finish_reason", "usage", "selection", "mean_token_logprob")
@@ -75,7 +77,7 @@ class CompleteResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ..., mean_token_logprob: _Optional[float] = ...) -> None: ...
 
 class StreamCompleteRequest(_message.Message):
-    __slots__ = ("model", "prompt", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed")
+    __slots__ = ("model", "prompt", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed", "min_output_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +86,7 @@ class StreamCompleteRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     max_output_tokens: int
@@ -92,7 +95,8 @@ class StreamCompleteRequest(_message.Message):
     top_k: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    min_output_tokens: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., min_output_tokens: _Optional[int] = ...) -> None: ...
 
 class StreamCompleteResponse(_message.Message):
     __slots__ = ("text", "token_count", "finish_reason", "usage", "selection")
@@ -109,7 +113,7 @@ class StreamCompleteResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_count: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed")
+    __slots__ = ("model", "messages", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed", "min_output_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +122,7 @@ class ChatRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     max_output_tokens: int
@@ -126,7 +131,8 @@ class ChatRequest(_message.Message):
     top_k: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    min_output_tokens: int
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., min_output_tokens: _Optional[int] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("text", "finish_reason", "usage", "selection", "mean_token_logprob")
@@ -143,7 +149,7 @@ class ChatResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ..., mean_token_logprob: _Optional[float] = ...) -> None: ...
 
 class StreamChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed")
+    __slots__ = ("model", "messages", "max_output_tokens", "temperature", "top_p", "top_k", "stop", "seed", "min_output_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +158,7 @@ class StreamChatRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MIN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     max_output_tokens: int
@@ -160,7 +167,8 @@ class StreamChatRequest(_message.Message):
     top_k: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    min_output_tokens: int
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_output_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., min_output_tokens: _Optional[int] = ...) -> None: ...
 
 class StreamChatResponse(_message.Message):
     __slots__ = ("text", "token_count", "finish_reason", "usage", "selection")
