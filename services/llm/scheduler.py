@@ -26,33 +26,40 @@ log = logging.getLogger(__name__)
 
 
 class BatchModel(Protocol):
-    """What the scheduler needs from a backend: a single prefill, a batched decode, and cache surgery.
+    """What the scheduler needs from a backend: a batched prefill, a batched decode, and cache surgery.
 
-    A cache ("kv") is backend-specific (numpy arrays for ONNX Runtime, torch tensors for
-    transformers) with shape [batch, heads, length, dim] per layer and left padding.
+    A cache ("kv") is backend-specific (numpy arrays for ONNX Runtime, a transformers cache) with
+    shape [batch, heads, length, dim] per layer and left padding.
     """
 
     tokenizer: Any
     eos_token_ids: frozenset[int]
 
-    def prefill_one(self, input_ids: list[int]) -> tuple[np.ndarray, Any]: ...
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
+        """Run prompts together, left-padded to the longest: next-token logits [n, vocab] and their cache."""
+        ...
 
     def decode_batch(
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
     ) -> tuple[np.ndarray, Any]: ...
 
-    def kv_join(self, batch: Any | None, batch_length: int, one: Any, one_length: int) -> Any: ...
+    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any:
+        """The two caches stacked (batch rows first), both left-padded to the longer length."""
+        ...
 
-    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any: ...
+    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
+        """The cache of the given rows only, without its first trim_left (all-padding) columns."""
+        ...
 
 
 @dataclass(frozen=True)
 class BatchLimits:
     """Bounds of the running batch."""
 
-    max_batch_size: int = 8
+    max_batch_size: int = 16
     max_waiting: int = 64
     max_tokens_in_flight: int = 32768  # sum over running sequences of prompt + max_output_tokens
+    max_prefill_tokens: int = 2048  # padded prompt tokens per prefill call (arrivals beyond it wait a step)
 
 
 @dataclass
@@ -62,6 +69,8 @@ class SchedulerStats:
     steps: int = 0
     batched_tokens: int = 0
     max_batch_seen: int = 0
+    prefills: int = 0
+    max_prefill_seen: int = 0  # most prompts prefilled in one call
     time_to_first_token: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=512))
 
 
@@ -90,8 +99,9 @@ class _Sequence:
 class ContinuousBatcher:
     """Owns one model's decoding thread. `stream()` submits a sequence and yields its chunks.
 
-    Each iteration: admit waiting sequences (prefill each, emit its first token, join the batch),
-    then one decode step for the whole batch; finished or cancelled sequences leave at once.
+    Each iteration: admit the waiting sequences (one prefill for all of them, left-padded, up to
+    max_prefill_tokens; each emits its first token and joins the batch), then one decode step for
+    the whole batch; finished or cancelled sequences leave at once.
     A sequence's output is what it would be alone: its own sampler, seed, stop sequences.
     """
 
@@ -171,47 +181,69 @@ class ContinuousBatcher:
                     return
                 admitted = self._take_admissible()
             try:
-                for sequence in admitted:
-                    self._admit(sequence)
+                # Arrivals go first (their first token is the latency users feel); those that came during a
+                # prefill are prefilled before the next step too. The batch size bounds how long that lasts.
+                while admitted:
+                    self._admit(admitted)
+                    with self._condition:
+                        admitted = self._take_admissible()
                 if self._running:
                     self._step()
             except Exception as exc:
                 log.exception("the batch decoding step failed")
-                for sequence in [*admitted, *self._running]:
+                for sequence in {id(s): s for s in [*admitted, *self._running]}.values():
                     sequence.out.put(exc)
                 self._running, self._kv, self._kv_length = [], None, 0
 
     def _take_admissible(self) -> list[_Sequence]:
+        """The waiting sequences that join at this step, first come first served (caller holds the lock)."""
         taken: list[_Sequence] = []
         in_flight = sum(s.budget for s in self._running)
+        longest = 0
         while self._waiting and len(self._running) + len(taken) < self.limits.max_batch_size:
             candidate = self._waiting[0]
-            # The first sequence is always admitted, whatever its size; later ones must fit the budget.
-            if (self._running or taken) and in_flight + candidate.budget > self.limits.max_tokens_in_flight:
-                break
+            # The first sequence is always admitted, whatever its size; later ones must fit the budgets.
+            if self._running or taken:
+                if in_flight + candidate.budget > self.limits.max_tokens_in_flight:
+                    break
+                padded = (len(taken) + 1) * max(longest, len(candidate.input_ids))
+                if taken and padded > self.limits.max_prefill_tokens:
+                    break
             self._waiting.popleft()
             taken.append(candidate)
             in_flight += candidate.budget
+            longest = max(longest, len(candidate.input_ids))
         return taken
 
-    def _admit(self, sequence: _Sequence) -> None:
-        if sequence.ctx.is_done():
-            self._finish(sequence, FinishReason.CANCELLED)
+    def _admit(self, arrivals: list[_Sequence]) -> None:
+        """Prefill the arrivals in one call, emit each one's first token, and join them to the batch."""
+        arrivals = [s for s in arrivals if not self._finish_if_cancelled(s)]
+        if not arrivals:
             return
-        logits, kv = self.model.prefill_one(sequence.input_ids)
-        sequence.cache_length = len(sequence.input_ids)
-        if self._take_token(sequence, logits):
-            return
-        self._kv = self.model.kv_join(self._kv, self._kv_length, kv, sequence.cache_length)
-        self._kv_length = max(self._kv_length, sequence.cache_length)
-        self._running.append(sequence)
+        logits, kv = self.model.prefill([s.input_ids for s in arrivals])
+        self.stats.prefills += 1
+        self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(arrivals))
+        longest = max(len(s.input_ids) for s in arrivals)
+        first_row = len(self._running)
+        self._kv = self.model.kv_join(self._kv, self._kv_length, kv, longest)
+        self._kv_length = max(self._kv_length, longest)
+        for sequence in arrivals:
+            sequence.cache_length = len(sequence.input_ids)
+        self._running.extend(arrivals)
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(self._running))
+        finished = [first_row + i for i, s in enumerate(arrivals) if self._take_token(s, logits[i])]
+        self._remove(finished)
+
+    def _finish_if_cancelled(self, sequence: _Sequence) -> bool:
+        if not sequence.ctx.is_done():
+            return False
+        self._finish(sequence, FinishReason.CANCELLED)
+        return True
 
     def _take_token(self, sequence: _Sequence, logits: np.ndarray) -> bool:
         """Sample the next token of a sequence and emit its text; True when the sequence is finished."""
         params = sequence.request.sampling
-        if sequence.ctx.is_done():
-            self._finish(sequence, FinishReason.CANCELLED)
+        if self._finish_if_cancelled(sequence):
             return True
         token, logprob = sequence.sampler(logits)
         if not sequence.first_token_seen:
@@ -271,21 +303,26 @@ class ContinuousBatcher:
         )
         self.stats.steps += 1
         self.stats.batched_tokens += len(running)
-        self._kv_length = length + 1
-        keep: list[int] = []
+        self._kv, self._kv_length = kv, length + 1
+        finished: list[int] = []
         for row, sequence in enumerate(running):
             sequence.cache_length += 1
-            if not self._take_token(sequence, logits[row]):
-                keep.append(row)
-        if len(keep) == len(running):
-            self._kv = kv
+            if self._take_token(sequence, logits[row]):
+                finished.append(row)
+        self._remove(finished)
+
+    def _remove(self, rows: list[int]) -> None:
+        """Take finished sequences (batch rows) out of the batch and its cache."""
+        if not rows:
             return
-        survivors = [running[row] for row in keep]
-        if not survivors:
+        gone = set(rows)
+        keep = [row for row in range(len(self._running)) if row not in gone]
+        if not keep:
             self._running, self._kv, self._kv_length = [], None, 0
             return
+        survivors = [self._running[row] for row in keep]
         longest = max(s.cache_length for s in survivors)
         trim = self._kv_length - longest  # columns that are padding for every survivor
-        self._kv = self.model.kv_select(kv, keep, trim)
+        self._kv = self.model.kv_select(self._kv, keep, trim)
         self._kv_length = longest
         self._running = survivors

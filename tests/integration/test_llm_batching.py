@@ -47,10 +47,11 @@ def test_batch_of_8_equals_each_alone(llm, model, seeded):
     requests = _requests(seeded)
     alone = [backend.run(r, RequestContext()) for r in requests]
     before = backend.batcher.stats.max_batch_seen
-    backend.batcher.stats.max_batch_seen = 0
+    backend.batcher.stats.max_batch_seen = backend.batcher.stats.max_prefill_seen = 0
     with ThreadPoolExecutor(len(requests)) as pool:
         together = list(pool.map(lambda r: backend.run(r, RequestContext()), requests))
     assert backend.batcher.stats.max_batch_seen >= 4, "the sequences were not decoded together"
+    assert backend.batcher.stats.max_prefill_seen >= 2, "the arrivals were not prefilled together"
     backend.batcher.stats.max_batch_seen = max(before, backend.batcher.stats.max_batch_seen)
     for single, batched in zip(alone, together, strict=True):
         assert batched.token_ids == single.token_ids

@@ -59,6 +59,18 @@ class LocalDecoderBackend(Backend, abc.ABC):
     def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
         """Feed one token; return the logits of the next token and the new state."""
 
+    @staticmethod
+    def _left_padded(prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """input_ids, attention_mask and position_ids of prompts left-padded to the longest (batched prefill)."""
+        longest = max(len(p) for p in prompts)
+        input_ids = np.zeros((len(prompts), longest), dtype=np.int64)
+        attention_mask = np.zeros((len(prompts), longest), dtype=np.int64)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, longest - len(prompt) :] = prompt
+            attention_mask[row, longest - len(prompt) :] = 1
+        position_ids = np.maximum(attention_mask.cumsum(axis=1) - 1, 0)
+        return input_ids, attention_mask, position_ids
+
     # --- Backend ---
     def load(self) -> None:
         from transformers import AutoTokenizer

@@ -70,9 +70,13 @@ class OnnxLlmBackend(LocalDecoderBackend):
         return self._run([token_id], past, length)
 
     # --- continuous batching (see services/llm/scheduler.py) ---
-    def prefill_one(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
-        logits, (present, _length) = self._prefill(input_ids)
-        return logits, present
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
+        input_ids, attention_mask, position_ids = self._left_padded(prompts)
+        empty = np.zeros((len(prompts), self._kv_heads, 0, self._head_dim), dtype=np.float32)
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        feeds.update((name, empty) for name in self._past_names)
+        outputs = self.session.run(self._output_names, feeds)
+        return outputs[0][:, -1], outputs[1:]
 
     def decode_batch(
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
@@ -86,15 +90,18 @@ class OnnxLlmBackend(LocalDecoderBackend):
         outputs = self.session.run(self._output_names, feeds)
         return outputs[0][:, -1], outputs[1:]
 
-    def kv_join(self, batch: Any | None, batch_length: int, one: Any, one_length: int) -> Any:
+    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any:
         if batch is None:
-            return one
-        length = max(batch_length, one_length)
+            return arrivals
+        length = max(batch_length, arrivals_length)
 
         def pad(array: np.ndarray, have: int) -> np.ndarray:
             return np.pad(array, ((0, 0), (0, 0), (length - have, 0), (0, 0))) if have < length else array
 
-        return [np.concatenate([pad(b, batch_length), pad(o, one_length)]) for b, o in zip(batch, one, strict=True)]
+        return [
+            np.concatenate([pad(b, batch_length), pad(a, arrivals_length)])
+            for b, a in zip(batch, arrivals, strict=True)
+        ]
 
     def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
         return [np.ascontiguousarray(array[rows, :, trim_left:]) for array in kv]

@@ -60,50 +60,55 @@ class TransformersBackend(LocalDecoderBackend):
     def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
         return self._forward([token_id], state)
 
-    # --- continuous batching (see services/llm/scheduler.py) ---
-    def prefill_one(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
-        logits, cache = self._forward(input_ids, None)
-        return logits, [(layer.keys, layer.values) for layer in cache.layers]
+    # --- continuous batching (see services/llm/scheduler.py); the cache is a transformers DynamicCache ---
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
+        torch = self._torch
+        input_ids, attention_mask, position_ids = self._left_padded(prompts)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids),
+                # Nothing padded (one prompt, or equal lengths): let the model take its causal fast path.
+                attention_mask=None if attention_mask.all() else torch.from_numpy(attention_mask),
+                position_ids=torch.from_numpy(position_ids),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return out.logits[:, -1].float().numpy(), out.past_key_values
 
     def decode_batch(
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
     ) -> tuple[np.ndarray, Any]:
         torch = self._torch
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=kv, config=self.model.config)
         with torch.inference_mode():
             out = self.model(
                 input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
-                # No padding (one sequence, or equal lengths): let the model take its causal fast path.
                 attention_mask=None if attention_mask.all() else torch.from_numpy(attention_mask),
                 position_ids=torch.tensor([[p] for p in positions], dtype=torch.long),
-                past_key_values=cache,
+                past_key_values=kv,  # appended to in place
                 use_cache=True,
             )
-        present = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return out.logits[:, -1].float().numpy(), present
+        return out.logits[:, -1].float().numpy(), out.past_key_values
 
-    def kv_join(self, batch: Any | None, batch_length: int, one: Any, one_length: int) -> Any:
+    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any:
         if batch is None:
-            return one
-        functional = self._torch.nn.functional
-        length = max(batch_length, one_length)
+            return arrivals
+        torch = self._torch
+        length = max(batch_length, arrivals_length)
 
         def pad(tensor: Any, have: int) -> Any:
-            return functional.pad(tensor, (0, 0, length - have, 0)) if have < length else tensor
+            return torch.nn.functional.pad(tensor, (0, 0, length - have, 0)) if have < length else tensor
 
-        return [
-            (
-                self._torch.cat([pad(bk, batch_length), pad(ok, one_length)]),
-                self._torch.cat([pad(bv, batch_length), pad(ov, one_length)]),
-            )
-            for (bk, bv), (ok, ov) in zip(batch, one, strict=True)
-        ]
+        for mine, theirs in zip(batch.layers, arrivals.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, batch_length), pad(theirs.keys, arrivals_length)])
+            mine.values = torch.cat([pad(mine.values, batch_length), pad(theirs.values, arrivals_length)])
+        return batch
 
     def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
         index = self._torch.tensor(rows, dtype=self._torch.long)
-        return [(k[index, :, trim_left:], v[index, :, trim_left:]) for k, v in kv]
+        for layer in kv.layers:
+            layer.keys = layer.keys[index, :, trim_left:]
+            layer.values = layer.values[index, :, trim_left:]
+        return kv
 
     def cleanup(self) -> None:
         super().cleanup()
