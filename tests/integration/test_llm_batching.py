@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from aisemble.backend import RequestContext
+from aisemble.errors import ResourceExhaustedError
 from aisemble.llm.v1 import llm_service_pb2 as pb
-from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
+from services.llm.scheduler import BatchLimits, ContinuousBatcher
+from services.llm.types import ChatTurn, FinishReason, GenerationRequest, SamplingParams
 from tests.integration.conftest import LLM_MODELS
 
+_POOL = ThreadPoolExecutor(4, thread_name_prefix="test-batcher")
 PROMPTS = [
     "What is the capital of France?",
     "Write a haiku about autumn leaves falling slowly.",
@@ -92,3 +96,85 @@ async def test_cancelling_one_of_8_streams_leaves_the_others_complete(llm):
             break
         await asyncio.sleep(0.05)
     assert backend.batcher.running == 0
+
+
+async def test_a_request_arriving_during_a_long_generation_is_not_starved(llm):
+    _server, stub, _ = llm
+    model = "smollm2-135m-onnx"
+    long_request = pb.StreamCompleteRequest(
+        model=model, prompt="Once upon a time", max_output_tokens=160, min_output_tokens=160, temperature=0
+    )
+    long_call = stub.StreamComplete(long_request)
+    produced = 0
+    async for reply in long_call:
+        produced += reply.token_count
+        if produced >= 8:
+            break
+    short = await stub.Complete(pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=4, temperature=0))
+    assert short.usage.output_tokens == 4
+    remaining = [reply async for reply in long_call]
+    assert remaining[-1].usage.output_tokens == 160
+    # The short request joined the running batch and finished while the long one still had tokens to go.
+    assert sum(r.token_count for r in remaining[:-1]) > 100
+
+
+def _long(index: int, tokens: int = 400) -> GenerationRequest:
+    return GenerationRequest(
+        sampling=SamplingParams(max_output_tokens=tokens, temperature=0.0, min_output_tokens=tokens),
+        prompt=PROMPTS[index],
+    )
+
+
+def _start(batcher: ContinuousBatcher, request: GenerationRequest, backend) -> tuple[RequestContext, Future]:
+    ctx = RequestContext()
+    ids = backend.encode(request)
+    return ctx, _POOL.submit(lambda: list(batcher.stream(request, ctx, ids)))
+
+
+def _wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_batcher_bounds_are_enforced(llm):
+    server, _stub, _ = llm
+    backend = server.model_host.models["smollm2-135m-onnx"].backend
+    batcher = ContinuousBatcher(backend, BatchLimits(max_batch_size=2, max_waiting=1))
+    try:
+        started = [_start(batcher, _long(i), backend) for i in range(2)]
+        _wait_until(lambda: batcher.running == 2)
+        started.append(_start(batcher, _long(2), backend))  # the batch is full: it waits
+        _wait_until(lambda: batcher.waiting == 1)
+        with pytest.raises(ResourceExhaustedError) as caught:
+            next(batcher.stream(_long(3), RequestContext(), backend.encode(_long(3))))
+        assert caught.value.reason == "BATCH_QUEUE_FULL"
+        assert batcher.running == 2 and batcher.waiting == 1
+        started[0][0].cancelled.set()  # a cancelled sequence frees its slot at the next step
+        _wait_until(lambda: batcher.running == 2 and batcher.waiting == 0)
+        for ctx, _future in started:
+            ctx.cancelled.set()
+        for _ctx, future in started:
+            assert future.result(timeout=60)[-1].finish_reason is FinishReason.CANCELLED
+    finally:
+        batcher.close()
+
+
+def test_tokens_in_flight_hold_back_a_sequence_until_one_finishes(llm):
+    server, _stub, _ = llm
+    backend = server.model_host.models["smollm2-135m-onnx"].backend
+    first, second = _long(0, tokens=40), _long(1, tokens=8)
+    budget = len(backend.encode(first)) + 40 + 4  # room for the first only
+    batcher = ContinuousBatcher(backend, BatchLimits(max_tokens_in_flight=budget))
+    try:
+        _ctx, first_done = _start(batcher, first, backend)
+        _wait_until(lambda: batcher.running == 1)
+        _ctx, second_done = _start(batcher, second, backend)
+        _wait_until(lambda: batcher.waiting == 1)
+        assert batcher.running == 1
+        assert sum(c.token_count for c in first_done.result(timeout=60)) == 40
+        assert sum(c.token_count for c in second_done.result(timeout=60)) == 8
+        assert batcher.stats.max_batch_seen == 1
+    finally:
+        batcher.close()
