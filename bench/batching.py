@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,6 +19,7 @@ from aisemble.store import ModelStore, default_store_root
 from bench.common import Mesh, median, percentile, print_table
 
 TOKENS = 64
+ROUNDS = 3  # every figure is the median of this many runs (first tokens: pooled over them)
 PROMPTS = [
     "Write a story about a robot who learns to paint.",
     "Describe a walk through a forest in autumn.",
@@ -30,6 +32,14 @@ PROMPTS = [
 ]
 
 
+def _chat_texts(tokenizer: Any, size: int) -> list[str]:
+    """The first `size` prompts as user turns in the model's chat template (what the service sends it)."""
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in PROMPTS[:size]
+    ]
+
+
 @dataclass
 class Bare:
     """The bare model at one batch size."""
@@ -38,30 +48,40 @@ class Bare:
     prefill_s: float  # the prompts' forward pass alone: the floor of time to first token
 
 
+def _median_of_rounds(size: int, generate: Callable[[], object], prefill: Callable[[], object]) -> Bare:
+    def timed(work: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        work()
+        return time.perf_counter() - started
+
+    generate()  # warm-up
+    generation = median([timed(generate) for _ in range(ROUNDS)])
+    return Bare(size * TOKENS / generation, median([timed(prefill) for _ in range(ROUNDS)]))
+
+
 def bare_transformers(store: ModelStore, size: int) -> Bare:
-    """transformers generate() at this batch size (left padding), TOKENS each, after a full-length warm-up."""
+    """transformers generate() at this batch size (left padding), TOKENS each (median of ROUNDS after a warm-up)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = store.require("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    batch = tokenizer(PROMPTS[:size], return_tensors="pt", padding=True)
+    batch = tokenizer(_chat_texts(tokenizer, size), return_tensors="pt", padding=True, add_special_tokens=False)
     pad = tokenizer.pad_token_id or 0
     with torch.inference_mode():
-        for _ in range(2):  # the first is the warm-up
-            started = time.perf_counter()
-            model.generate(**batch, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False, pad_token_id=pad)
-            elapsed = time.perf_counter() - started
-        started = time.perf_counter()
-        model(**batch, use_cache=True, logits_to_keep=1)
-        prefill = time.perf_counter() - started
-    return Bare(size * TOKENS / elapsed, prefill)
+        return _median_of_rounds(
+            size,
+            lambda: model.generate(
+                **batch, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False, pad_token_id=pad
+            ),
+            lambda: model(**batch, use_cache=True, logits_to_keep=1),
+        )
 
 
 def bare_onnx(store: ModelStore, size: int) -> Bare:
     """The exported graph on ONNX Runtime in a plain greedy loop (left-padded prefill, then one token a
-    step with past key/values) at this batch size, TOKENS each, after a full-length warm-up."""
+    step with past key/values) at this batch size, TOKENS each (median of ROUNDS after a warm-up)."""
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
@@ -76,7 +96,7 @@ def bare_onnx(store: ModelStore, size: int) -> Bare:
     session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    encoded = tokenizer(PROMPTS[:size], return_tensors="np", padding=True)
+    encoded = tokenizer(_chat_texts(tokenizer, size), return_tensors="np", padding=True, add_special_tokens=False)
 
     def generate(steps: int) -> None:
         mask = encoded["attention_mask"].astype(np.int64)
@@ -95,13 +115,7 @@ def bare_onnx(store: ModelStore, size: int) -> Bare:
             feeds = {"input_ids": tokens[:, None], "attention_mask": mask, "position_ids": positions}
             feeds.update(zip(KV_INPUT_NAMES(layers), result[1:], strict=True))
 
-    generate(TOKENS)
-    started = time.perf_counter()
-    generate(TOKENS)
-    elapsed = time.perf_counter() - started
-    started = time.perf_counter()
-    generate(1)
-    return Bare(size * TOKENS / elapsed, time.perf_counter() - started)
+    return _median_of_rounds(size, lambda: generate(TOKENS), lambda: generate(1))
 
 
 @dataclass
@@ -113,10 +127,10 @@ class Load:
     probe_first_token: float | None = None  # a request arriving while the streams decode
 
 
-def _request(model: str, index: int, tokens: int = TOKENS) -> pb.StreamCompleteRequest:
-    return pb.StreamCompleteRequest(
+def _request(model: str, index: int, tokens: int = TOKENS) -> pb.StreamChatRequest:
+    return pb.StreamChatRequest(
         model=model,
-        prompt=PROMPTS[index % len(PROMPTS)],
+        messages=[pb.ChatMessage(role=pb.CHAT_ROLE_USER, content=PROMPTS[index % len(PROMPTS)])],
         max_output_tokens=tokens,
         min_output_tokens=tokens,  # exactly this many, like the bare loops
         temperature=0.7,  # no seed: a seeded request is deterministic and the gateway would cache it
@@ -124,7 +138,7 @@ def _request(model: str, index: int, tokens: int = TOKENS) -> pb.StreamCompleteR
 
 
 async def streams(target: str, model: str, count: int, probe: bool = False) -> Load:
-    """count concurrent StreamComplete calls; with probe, one more request sent once they all decode."""
+    """count concurrent StreamChat calls; with probe, one more short request sent while they all decode."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = llm_service_pb2_grpc.LlmServiceStub(channel)
         decoding = asyncio.Event()
@@ -134,7 +148,7 @@ async def streams(target: str, model: str, count: int, probe: bool = False) -> L
             nonlocal started_streams
             started = time.perf_counter()
             first, generated = None, 0
-            async for reply in stub.StreamComplete(_request(model, index, tokens), timeout=600):
+            async for reply in stub.StreamChat(_request(model, index, tokens), timeout=600):
                 if first is None and reply.text:
                     first = time.perf_counter() - started
                     started_streams += 1
@@ -148,7 +162,6 @@ async def streams(target: str, model: str, count: int, probe: bool = False) -> L
             await asyncio.sleep(0.5)  # well inside the decoding of the others
             return (await one(0, tokens=4))[1]
 
-        await one(0)  # warm-up
         started = time.perf_counter()
         probing = asyncio.ensure_future(probe_once()) if probe else None
         results = await asyncio.gather(*(one(i) for i in range(count)))
@@ -157,20 +170,32 @@ async def streams(target: str, model: str, count: int, probe: bool = False) -> L
     return Load(sum(t for t, _ in results) / elapsed, [f for _, f in results], probe_first)
 
 
+def rounds(target: str, model: str, count: int, times: int = ROUNDS, probe: bool = False) -> Load:
+    """`times` rounds of `count` streams: the median rate, the first tokens of all, the median probe."""
+    loads = [asyncio.run(streams(target, model, count, probe)) for _ in range(times)]
+    probes = [load.probe_first_token for load in loads if load.probe_first_token is not None]
+    return Load(
+        median([load.tokens_per_s for load in loads]),
+        [first for load in loads for first in load.first_tokens],
+        median(probes) if probes else None,
+    )
+
+
 def run_backend(label: str, model: str, bare: Callable[[ModelStore, int], Bare]) -> None:
     """One backend: bare references, then the mesh at 1, 8 and 16 streams; table and ratios."""
     store = ModelStore(default_store_root())
     bare_1, bare_8 = bare(store, 1), bare(store, 8)
     with Mesh([model], ["llm"]) as mesh:
         target = mesh.addresses["gateway"]
-        alone = asyncio.run(streams(target, model, 1))
-        load_8 = asyncio.run(streams(target, model, 8, probe=True))
-        load_16 = asyncio.run(streams(target, model, 16))
-    idle = alone.first_tokens[0]
+        rounds(target, model, 1, times=1)  # warm-up
+        alone = rounds(target, model, 1)
+        load_8 = rounds(target, model, 8, probe=True)
+        load_16 = rounds(target, model, 16, times=1)
+    idle = median(alone.first_tokens)
     rows: list[list[object]] = [
         ["bare, batch 1", bare_1.tokens_per_s, bare_1.prefill_s * 1000, ""],
         ["bare, batch 8", bare_8.tokens_per_s, bare_8.prefill_s * 1000, ""],
-        ["gateway, 1 stream", alone.tokens_per_s, idle * 1000, ""],
+        ["gateway, 1 stream", alone.tokens_per_s, idle * 1000, percentile(alone.first_tokens, 95) * 1000],
         [
             "gateway, 8 concurrent streams",
             load_8.tokens_per_s,
@@ -185,7 +210,10 @@ def run_backend(label: str, model: str, bare: Callable[[ModelStore, int], Bare])
             percentile(load_16.first_tokens, 95) * 1000,
         ],
     ]
-    print(f"\nSmolLM2-135M, {label}: {TOKENS} tokens per stream (sampled at temperature 0.7; the bare loops greedy)")
+    print(
+        f"\nSmolLM2-135M-Instruct, {label}: chat prompts, {TOKENS} tokens per stream "
+        "(sampled at temperature 0.7; the bare loops greedy)"
+    )
     print_table(["path", "aggregate tokens/s", "first token p50 ms (bare: prefill)", "first token p95 ms"], rows)
     scaling, bare_scaling = load_8.tokens_per_s / alone.tokens_per_s, bare_8.tokens_per_s / bare_1.tokens_per_s
     print(f"8 streams vs 1 stream: {scaling:.2f}x (target >= 4x; the bare model's own: {bare_scaling:.2f}x)")

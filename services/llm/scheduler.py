@@ -43,6 +43,11 @@ class BatchModel(Protocol):
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
     ) -> tuple[np.ndarray, Any]: ...
 
+    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
+        """One sequence's prompt chunk after its cache so far (None: the first chunk): next-token logits
+        [vocab] and the cache, in the same form as `prefill`'s (chunked prefill of long prompts)."""
+        ...
+
     def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any:
         """The two caches stacked (batch rows first), both left-padded to the longer length."""
         ...
@@ -59,7 +64,13 @@ class BatchLimits:
     max_batch_size: int = 16
     max_waiting: int = 64
     max_tokens_in_flight: int = 32768  # sum over running sequences of prompt + max_output_tokens
-    max_prefill_tokens: int = 2048  # padded prompt tokens per prefill call (arrivals beyond it wait a step)
+    # Padded prompt tokens per prefill call: arrivals beyond it wait a step, and a longer prompt is prefilled
+    # in chunks of this size, one between two decoding steps, so the running streams keep their pace.
+    max_prefill_tokens: int = 512
+    # When the batch is idle, an arrival waits until none has come for gather_gap_s (at most gather_max_s) so
+    # that a burst is prefilled in one call: one prompt alone then the rest costs more than all at once.
+    gather_gap_s: float = 0.003
+    gather_max_s: float = 0.02
 
 
 @dataclass
@@ -70,6 +81,7 @@ class SchedulerStats:
     batched_tokens: int = 0
     max_batch_seen: int = 0
     prefills: int = 0
+    prefill_chunks: int = 0  # chunks of long prompts
     max_prefill_seen: int = 0  # most prompts prefilled in one call
     time_to_first_token: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=512))
 
@@ -90,6 +102,7 @@ class _Sequence:
     pending_ids: list[int] = field(default_factory=list)
     pending_logprob: float = 0.0
     first_token_seen: bool = False
+    partial_kv: Any = None  # the cache of a long prompt while it is prefilled chunk by chunk
 
     @property
     def budget(self) -> int:
@@ -100,8 +113,9 @@ class ContinuousBatcher:
     """Owns one model's decoding thread. `stream()` submits a sequence and yields its chunks.
 
     Each iteration: admit the waiting sequences (one prefill for all of them, left-padded, up to
-    max_prefill_tokens; each emits its first token and joins the batch), then one decode step for
-    the whole batch; finished or cancelled sequences leave at once.
+    max_prefill_tokens; each emits its first token and joins the batch), prefill one chunk of a long
+    prompt if one is in progress, then one decode step for the whole batch; finished or cancelled
+    sequences leave at once.
     A sequence's output is what it would be alone: its own sampler, seed, stop sequences.
     """
 
@@ -111,6 +125,7 @@ class ContinuousBatcher:
         self.stats = SchedulerStats()
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._running: list[_Sequence] = []
+        self._prefilling: _Sequence | None = None  # a long prompt, prefilled a chunk per iteration
         self._kv: Any = None
         self._kv_length = 0  # padded length of the batch cache
         self._condition = threading.Condition()
@@ -124,8 +139,8 @@ class ContinuousBatcher:
 
     @property
     def waiting(self) -> int:
-        """Sequences waiting to join."""
-        return len(self._waiting)
+        """Sequences waiting to join (a long prompt being prefilled counts as waiting)."""
+        return len(self._waiting) + (self._prefilling is not None)
 
     def stream(
         self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
@@ -142,9 +157,11 @@ class ContinuousBatcher:
             enqueued_at=time.perf_counter(),
         )
         with self._condition:
-            if len(self._waiting) >= self.limits.max_waiting:
+            free_slots = self.limits.max_batch_size - len(self._running) - (self._prefilling is not None)
+            queued = len(self._waiting) - max(free_slots, 0)  # those a free slot will not take at the next step
+            if queued >= self.limits.max_waiting:
                 raise ResourceExhaustedError(
-                    f"{len(self._waiting)} generations are waiting for a batch slot (limit {self.limits.max_waiting})",
+                    f"{queued} generations are waiting for a batch slot (limit {self.limits.max_waiting})",
                     reason="BATCH_QUEUE_FULL",
                     retry_after_s=1.0,
                 )
@@ -171,48 +188,89 @@ class ContinuousBatcher:
     def _loop(self) -> None:
         while True:
             with self._condition:
-                while not self._waiting and not self._running and not self._closed:
+                while not (self._waiting or self._running or self._prefilling or self._closed):
                     self._condition.wait()
+                if not self._running and self._prefilling is None:
+                    self._gather()
                 if self._closed:
-                    for sequence in [*self._waiting, *self._running]:
-                        self._finish(sequence, FinishReason.CANCELLED)
-                    self._waiting.clear()
-                    self._running.clear()
+                    self._cancel_all()
                     return
                 admitted = self._take_admissible()
             try:
                 # Arrivals go first (their first token is the latency users feel); those that came during a
-                # prefill are prefilled before the next step too. The batch size bounds how long that lasts.
-                while admitted:
+                # prefill are prefilled before the next step too, a bounded number of times.
+                for _ in range(self.limits.max_batch_size):
+                    if not admitted:
+                        break
                     self._admit(admitted)
                     with self._condition:
                         admitted = self._take_admissible()
+                if self._prefilling is not None:
+                    self._prefill_chunk(self._prefilling)
                 if self._running:
                     self._step()
             except Exception as exc:
                 log.exception("the batch decoding step failed")
-                for sequence in {id(s): s for s in [*admitted, *self._running]}.values():
+                failed = [*admitted, *self._running, *([self._prefilling] if self._prefilling else [])]
+                for sequence in {id(s): s for s in failed}.values():
                     sequence.out.put(exc)
-                self._running, self._kv, self._kv_length = [], None, 0
+                self._running, self._kv, self._kv_length, self._prefilling = [], None, 0, None
+
+    def _cancel_all(self) -> None:
+        for sequence in [*self._waiting, *self._running, *([self._prefilling] if self._prefilling else [])]:
+            self._finish(sequence, FinishReason.CANCELLED)
+        self._waiting.clear()
+        self._running.clear()
+        self._prefilling = None
+
+    def _gather(self) -> None:
+        """Wait (lock held, released while waiting) for a burst of arrivals to end; see BatchLimits.gather_*."""
+        limits = self.limits
+        deadline = time.monotonic() + limits.gather_max_s
+        while not self._closed and len(self._waiting) < limits.max_batch_size:
+            seen = len(self._waiting)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._condition.wait(min(limits.gather_gap_s, remaining))
+            if len(self._waiting) == seen:
+                return
 
     def _take_admissible(self) -> list[_Sequence]:
-        """The waiting sequences that join at this step, first come first served (caller holds the lock)."""
+        """The waiting sequences that join at this step, first come first served (caller holds the lock).
+
+        A prompt longer than max_prefill_tokens takes the chunked-prefill lane when it is free (and
+        waits for it otherwise, letting shorter ones behind it go first).
+        """
+        limits = self.limits
         taken: list[_Sequence] = []
         in_flight = sum(s.budget for s in self._running)
-        longest = 0
-        while self._waiting and len(self._running) + len(taken) < self.limits.max_batch_size:
-            candidate = self._waiting[0]
+        occupied = len(self._running)
+        if self._prefilling is not None:
+            in_flight += self._prefilling.budget
+            occupied += 1
+        longest, index = 0, 0
+        while index < len(self._waiting) and occupied + len(taken) < limits.max_batch_size:
+            candidate = self._waiting[index]
             # The first sequence is always admitted, whatever its size; later ones must fit the budgets.
-            if self._running or taken:
-                if in_flight + candidate.budget > self.limits.max_tokens_in_flight:
-                    break
-                padded = (len(taken) + 1) * max(longest, len(candidate.input_ids))
-                if taken and padded > self.limits.max_prefill_tokens:
-                    break
-            self._waiting.popleft()
+            if (occupied or taken) and in_flight + candidate.budget > limits.max_tokens_in_flight:
+                break
+            length = len(candidate.input_ids)
+            if length > limits.max_prefill_tokens:
+                if self._prefilling is not None:
+                    index += 1
+                    continue
+                del self._waiting[index]
+                self._prefilling = candidate
+                occupied += 1
+                in_flight += candidate.budget
+                continue
+            if taken and (len(taken) + 1) * max(longest, length) > limits.max_prefill_tokens:
+                break
+            del self._waiting[index]
             taken.append(candidate)
             in_flight += candidate.budget
-            longest = max(longest, len(candidate.input_ids))
+            longest = max(longest, length)
         return taken
 
     def _admit(self, arrivals: list[_Sequence]) -> None:
@@ -223,12 +281,33 @@ class ContinuousBatcher:
         logits, kv = self.model.prefill([s.input_ids for s in arrivals])
         self.stats.prefills += 1
         self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(arrivals))
-        longest = max(len(s.input_ids) for s in arrivals)
+        for sequence in arrivals:
+            sequence.cache_length = len(sequence.input_ids)
+        self._join(arrivals, logits, kv)
+
+    def _prefill_chunk(self, sequence: _Sequence) -> None:
+        """The next chunk of a long prompt; when it is the last, the sequence joins the batch."""
+        if self._finish_if_cancelled(sequence):
+            self._prefilling = sequence.partial_kv = None
+            return
+        start = sequence.cache_length
+        chunk = sequence.input_ids[start : start + self.limits.max_prefill_tokens]
+        logits, sequence.partial_kv = self.model.extend(chunk, sequence.partial_kv, start)
+        sequence.cache_length += len(chunk)
+        self.stats.prefill_chunks += 1
+        if sequence.cache_length < len(sequence.input_ids):
+            return
+        kv, sequence.partial_kv = sequence.partial_kv, None
+        self._prefilling = None
+        self._join([sequence], logits[None, :], kv)
+
+    def _join(self, arrivals: list[_Sequence], logits: np.ndarray, kv: Any) -> None:
+        """Add prefilled sequences (their cache left-padded to the longest) to the batch; each takes its first
+        token."""
+        longest = max(s.cache_length for s in arrivals)
         first_row = len(self._running)
         self._kv = self.model.kv_join(self._kv, self._kv_length, kv, longest)
         self._kv_length = max(self._kv_length, longest)
-        for sequence in arrivals:
-            sequence.cache_length = len(sequence.input_ids)
         self._running.extend(arrivals)
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(self._running))
         finished = [first_row + i for i, s in enumerate(arrivals) if self._take_token(s, logits[i])]

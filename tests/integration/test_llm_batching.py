@@ -178,3 +178,26 @@ def test_tokens_in_flight_hold_back_a_sequence_until_one_finishes(llm):
         assert batcher.stats.max_batch_seen == 1
     finally:
         batcher.close()
+
+
+@pytest.mark.parametrize("model", LLM_MODELS)
+def test_a_long_prompt_is_prefilled_in_chunks_between_decoding_steps(llm, model):
+    server, _stub, _ = llm
+    backend = server.model_host.models[model].backend
+    story = " ".join(PROMPTS * 3)  # about 130 tokens: 9 chunks of 16
+    long_prompt = GenerationRequest(sampling=SamplingParams(max_output_tokens=8, temperature=0.0), prompt=story)
+    alone = backend.run(long_prompt, RequestContext())
+    batcher = ContinuousBatcher(backend, BatchLimits(max_prefill_tokens=16))
+    try:
+        _ctx, running = _start(batcher, _long(0, tokens=120), backend)
+        _wait_until(lambda: batcher.running == 1)
+        steps_before = batcher.stats.steps
+        _ctx, chunked = _start(batcher, long_prompt, backend)
+        chunks = chunked.result(timeout=120)
+        # The running stream kept decoding while the long prompt was prefilled chunk by chunk.
+        assert batcher.stats.prefill_chunks >= 8
+        assert batcher.stats.steps - steps_before >= batcher.stats.prefill_chunks
+        assert [t for c in chunks for t in c.token_ids] == alone.token_ids
+        assert sum(c.token_count for c in running.result(timeout=120)) == 120
+    finally:
+        batcher.close()

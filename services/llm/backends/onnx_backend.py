@@ -78,6 +78,10 @@ class OnnxLlmBackend(LocalDecoderBackend):
         outputs = self.session.run(self._output_names, feeds)
         return outputs[0][:, -1], outputs[1:]
 
+    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
+        logits, (present, _length) = self._prefill(input_ids) if kv is None else self._run(input_ids, kv, past_length)
+        return logits, present
+
     def decode_batch(
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
     ) -> tuple[np.ndarray, Any]:

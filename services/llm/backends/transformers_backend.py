@@ -75,6 +75,9 @@ class TransformersBackend(LocalDecoderBackend):
             )
         return out.logits[:, -1].float().numpy(), out.past_key_values
 
+    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
+        return self._forward(input_ids, kv)  # the cache knows its length (past_length)
+
     def decode_batch(
         self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
     ) -> tuple[np.ndarray, Any]:
