@@ -90,12 +90,27 @@ class LocalDecoderBackend(Backend, abc.ABC):
             raise FailedPreconditionError(f"model '{self.spec.name}': logits size does not match the tokenizer")
         params = self.spec.params
         if params.get("continuous_batching", True):
-            limits = BatchLimits(
-                max_batch_size=int(params.get("max_batch_size", BatchLimits.max_batch_size)),
-                max_waiting=int(params.get("max_waiting", BatchLimits.max_waiting)),
-                max_tokens_in_flight=int(params.get("max_tokens_in_flight", BatchLimits.max_tokens_in_flight)),
+            self.batcher = ContinuousBatcher(self, self._batch_limits(params))  # type: ignore[arg-type]
+
+    def _batch_limits(self, params: dict[str, Any]) -> BatchLimits:
+        """The batcher's bounds from the registry entry's params (the defaults of BatchLimits otherwise)."""
+        defaults = BatchLimits()
+        limits = BatchLimits(
+            max_batch_size=int(params.get("max_batch_size", defaults.max_batch_size)),
+            max_waiting=int(params.get("max_waiting", defaults.max_waiting)),
+            max_tokens_in_flight=int(params.get("max_tokens_in_flight", defaults.max_tokens_in_flight)),
+            max_prefill_tokens=int(params.get("max_prefill_tokens", defaults.max_prefill_tokens)),
+            gather_gap_s=float(params.get("gather_ms", defaults.gather_gap_s * 1000)) / 1000,
+            gather_max_s=float(params.get("gather_max_ms", defaults.gather_max_s * 1000)) / 1000,
+        )
+        for name in ("max_batch_size", "max_tokens_in_flight", "max_prefill_tokens"):
+            if getattr(limits, name) < 1:
+                raise FailedPreconditionError(f"model '{self.spec.name}': params.{name} must be >= 1")
+        if limits.max_waiting < 0 or limits.gather_gap_s < 0 or limits.gather_max_s < 0:
+            raise FailedPreconditionError(
+                f"model '{self.spec.name}': params.max_waiting, gather_ms and gather_max_ms must be >= 0"
             )
-            self.batcher = ContinuousBatcher(self, limits)  # type: ignore[arg-type]
+        return limits
 
     def _eos_ids(self, path: Path, config: dict[str, Any]) -> set[int]:
         ids: set[int] = set()
