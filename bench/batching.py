@@ -137,42 +137,42 @@ def _request(model: str, index: int, tokens: int = TOKENS) -> pb.StreamChatReque
     )
 
 
-async def streams(target: str, model: str, count: int, probe: bool = False) -> Load:
+async def streams(stub: llm_service_pb2_grpc.LlmServiceStub, model: str, count: int, probe: bool = False) -> Load:
     """count concurrent StreamChat calls; with probe, one more short request sent while they all decode."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = llm_service_pb2_grpc.LlmServiceStub(channel)
-        decoding = asyncio.Event()
-        started_streams = 0
+    decoding = asyncio.Event()
+    started_streams = 0
 
-        async def one(index: int, tokens: int = TOKENS) -> tuple[int, float]:
-            nonlocal started_streams
-            started = time.perf_counter()
-            first, generated = None, 0
-            async for reply in stub.StreamChat(_request(model, index, tokens), timeout=600):
-                if first is None and reply.text:
-                    first = time.perf_counter() - started
-                    started_streams += 1
-                    if started_streams == count:
-                        decoding.set()
-                generated += reply.token_count
-            return generated, first or 0.0
-
-        async def probe_once() -> float:
-            await decoding.wait()
-            await asyncio.sleep(0.5)  # well inside the decoding of the others
-            return (await one(0, tokens=4))[1]
-
+    async def one(index: int, tokens: int = TOKENS) -> tuple[int, float]:
+        nonlocal started_streams
         started = time.perf_counter()
-        probing = asyncio.ensure_future(probe_once()) if probe else None
-        results = await asyncio.gather(*(one(i) for i in range(count)))
-        elapsed = time.perf_counter() - started
-        probe_first = await probing if probing is not None else None
+        first, generated = None, 0
+        async for reply in stub.StreamChat(_request(model, index, tokens), timeout=600):
+            if first is None and reply.text:
+                first = time.perf_counter() - started
+                started_streams += 1
+                if started_streams == count:
+                    decoding.set()
+            generated += reply.token_count
+        return generated, first or 0.0
+
+    async def probe_once() -> float:
+        await decoding.wait()
+        await asyncio.sleep(0.5)  # well inside the decoding of the others
+        return (await one(0, tokens=4))[1]
+
+    started = time.perf_counter()
+    probing = asyncio.ensure_future(probe_once()) if probe else None
+    results = await asyncio.gather(*(one(i) for i in range(count)))
+    elapsed = time.perf_counter() - started
+    probe_first = await probing if probing is not None else None
     return Load(sum(t for t, _ in results) / elapsed, [f for _, f in results], probe_first)
 
 
-def rounds(target: str, model: str, count: int, times: int = ROUNDS, probe: bool = False) -> Load:
+async def rounds(
+    stub: llm_service_pb2_grpc.LlmServiceStub, model: str, count: int, times: int = ROUNDS, probe: bool = False
+) -> Load:
     """`times` rounds of `count` streams: the median rate, the first tokens of all, the median probe."""
-    loads = [asyncio.run(streams(target, model, count, probe)) for _ in range(times)]
+    loads = [await streams(stub, model, count, probe) for _ in range(times)]
     probes = [load.probe_first_token for load in loads if load.probe_first_token is not None]
     return Load(
         median([load.tokens_per_s for load in loads]),
@@ -181,16 +181,24 @@ def rounds(target: str, model: str, count: int, times: int = ROUNDS, probe: bool
     )
 
 
+async def _mesh_rounds(target: str, model: str) -> tuple[Load, Load, Load]:
+    """Through one warm channel: 1 stream, 8 streams with a probe, 16 streams."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = llm_service_pb2_grpc.LlmServiceStub(channel)
+        await rounds(stub, model, 1, times=1)  # warm-up (and the connection)
+        return (
+            await rounds(stub, model, 1),
+            await rounds(stub, model, 8, probe=True),
+            await rounds(stub, model, 16, times=1),
+        )
+
+
 def run_backend(label: str, model: str, bare: Callable[[ModelStore, int], Bare]) -> None:
     """One backend: bare references, then the mesh at 1, 8 and 16 streams; table and ratios."""
     store = ModelStore(default_store_root())
     bare_1, bare_8 = bare(store, 1), bare(store, 8)
     with Mesh([model], ["llm"]) as mesh:
-        target = mesh.addresses["gateway"]
-        rounds(target, model, 1, times=1)  # warm-up
-        alone = rounds(target, model, 1)
-        load_8 = rounds(target, model, 8, probe=True)
-        load_16 = rounds(target, model, 16, times=1)
+        alone, load_8, load_16 = asyncio.run(_mesh_rounds(mesh.addresses["gateway"], model))
     idle = median(alone.first_tokens)
     rows: list[list[object]] = [
         ["bare, batch 1", bare_1.tokens_per_s, bare_1.prefill_s * 1000, ""],
