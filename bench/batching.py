@@ -19,7 +19,7 @@ from aisemble.store import ModelStore, default_store_root
 from bench.common import Mesh, median, percentile, print_table
 
 TOKENS = 64
-ROUNDS = 3  # every figure is the median of this many runs (first tokens: pooled over them)
+ROUNDS = 3  # every figure is the median of this many rounds (first tokens: pooled over them)
 PROMPTS = [
     "Write a story about a robot who learns to paint.",
     "Describe a walk through a forest in autumn.",
@@ -40,48 +40,42 @@ def _chat_texts(tokenizer: Any, size: int) -> list[str]:
     ]
 
 
-@dataclass
-class Bare:
-    """The bare model at one batch size."""
-
-    tokens_per_s: float  # aggregate, TOKENS per sequence
-    prefill_s: float  # the prompts' forward pass alone: the floor of time to first token
+BareRun = Callable[[int], None]  # runs the bare model on the first n prompts: TOKENS tokens each
 
 
-def _median_of_rounds(size: int, generate: Callable[[], object], prefill: Callable[[], object]) -> Bare:
-    def timed(work: Callable[[], object]) -> float:
-        started = time.perf_counter()
-        work()
-        return time.perf_counter() - started
-
-    generate()  # warm-up
-    generation = median([timed(generate) for _ in range(ROUNDS)])
-    return Bare(size * TOKENS / generation, median([timed(prefill) for _ in range(ROUNDS)]))
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
-def bare_transformers(store: ModelStore, size: int) -> Bare:
-    """transformers generate() at this batch size (left padding), TOKENS each (median of ROUNDS after a warm-up)."""
+def bare_transformers(store: ModelStore) -> tuple[BareRun, BareRun]:
+    """transformers generate() on n prompts (left padding), and its prefill alone."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = store.require("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    batch = tokenizer(_chat_texts(tokenizer, size), return_tensors="pt", padding=True, add_special_tokens=False)
     pad = tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        return _median_of_rounds(
-            size,
-            lambda: model.generate(
-                **batch, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False, pad_token_id=pad
-            ),
-            lambda: model(**batch, use_cache=True, logits_to_keep=1),
-        )
+
+    def batch(size: int) -> Any:
+        return tokenizer(_chat_texts(tokenizer, size), return_tensors="pt", padding=True, add_special_tokens=False)
+
+    @torch.inference_mode()
+    def generate(size: int) -> None:
+        model.generate(**batch(size), max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False, pad_token_id=pad)
+
+    @torch.inference_mode()
+    def prefill(size: int) -> None:
+        model(**batch(size), use_cache=True, logits_to_keep=1)
+
+    return generate, prefill
 
 
-def bare_onnx(store: ModelStore, size: int) -> Bare:
+def bare_onnx(store: ModelStore) -> tuple[BareRun, BareRun]:
     """The exported graph on ONNX Runtime in a plain greedy loop (left-padded prefill, then one token a
-    step with past key/values) at this batch size, TOKENS each (median of ROUNDS after a warm-up)."""
+    step with past key/values) on n prompts, and its prefill alone."""
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
@@ -96,9 +90,9 @@ def bare_onnx(store: ModelStore, size: int) -> Bare:
     session = ort.InferenceSession(str(path / ONNX_FILE), options, providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    encoded = tokenizer(_chat_texts(tokenizer, size), return_tensors="np", padding=True, add_special_tokens=False)
 
-    def generate(steps: int) -> None:
+    def run(size: int, steps: int) -> None:
+        encoded = tokenizer(_chat_texts(tokenizer, size), return_tensors="np", padding=True, add_special_tokens=False)
         mask = encoded["attention_mask"].astype(np.int64)
         feeds = {
             "input_ids": encoded["input_ids"].astype(np.int64),
@@ -115,7 +109,7 @@ def bare_onnx(store: ModelStore, size: int) -> Bare:
             feeds = {"input_ids": tokens[:, None], "attention_mask": mask, "position_ids": positions}
             feeds.update(zip(KV_INPUT_NAMES(layers), result[1:], strict=True))
 
-    return _median_of_rounds(size, lambda: generate(TOKENS), lambda: generate(1))
+    return (lambda size: run(size, TOKENS)), (lambda size: run(size, 1))
 
 
 @dataclass
@@ -168,41 +162,58 @@ async def streams(stub: llm_service_pb2_grpc.LlmServiceStub, model: str, count: 
     return Load(sum(t for t, _ in results) / elapsed, [f for _, f in results], probe_first)
 
 
-async def rounds(
-    stub: llm_service_pb2_grpc.LlmServiceStub, model: str, count: int, times: int = ROUNDS, probe: bool = False
-) -> Load:
-    """`times` rounds of `count` streams: the median rate, the first tokens of all, the median probe."""
-    loads = [await streams(stub, model, count, probe) for _ in range(times)]
-    probes = [load.probe_first_token for load in loads if load.probe_first_token is not None]
-    return Load(
-        median([load.tokens_per_s for load in loads]),
-        [first for load in loads for first in load.first_tokens],
-        median(probes) if probes else None,
+@dataclass
+class Figures:
+    """Medians over ROUNDS interleaved rounds (bare, then ours, at each size), so that drift of these
+    shared cores touches both sides alike; first tokens are pooled over the rounds."""
+
+    bare_1: float  # bare aggregate tokens/s
+    bare_8: float
+    prefill_1: float  # bare prefill seconds
+    prefill_8: float
+    alone: Load
+    load_8: Load
+    load_16: Load
+
+
+async def _measure(target: str, model: str, generate: BareRun, prefill: BareRun) -> Figures:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = llm_service_pb2_grpc.LlmServiceStub(channel)
+        await streams(stub, model, 1)  # warm-up (and the connection)
+        generate(1)
+        generate(8)
+        bare: dict[int, list[float]] = {1: [], 8: []}
+        ours: dict[int, list[Load]] = {1: [], 8: []}
+        for _ in range(ROUNDS):
+            for size in (1, 8):
+                bare[size].append(size * TOKENS / _timed(lambda size=size: generate(size)))
+                ours[size].append(await streams(stub, model, size, probe=size == 8))
+        load_16 = await streams(stub, model, 16)
+    prefills = {size: median([_timed(lambda size=size: prefill(size)) for _ in range(ROUNDS)]) for size in (1, 8)}
+
+    def pooled(loads: list[Load]) -> Load:
+        probes = [load.probe_first_token for load in loads if load.probe_first_token is not None]
+        return Load(
+            median([load.tokens_per_s for load in loads]),
+            [first for load in loads for first in load.first_tokens],
+            median(probes) if probes else None,
+        )
+
+    return Figures(
+        median(bare[1]), median(bare[8]), prefills[1], prefills[8], pooled(ours[1]), pooled(ours[8]), load_16
     )
 
 
-async def _mesh_rounds(target: str, model: str) -> tuple[Load, Load, Load]:
-    """Through one warm channel: 1 stream, 8 streams with a probe, 16 streams."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = llm_service_pb2_grpc.LlmServiceStub(channel)
-        await rounds(stub, model, 1, times=1)  # warm-up (and the connection)
-        return (
-            await rounds(stub, model, 1),
-            await rounds(stub, model, 8, probe=True),
-            await rounds(stub, model, 16, times=1),
-        )
-
-
-def run_backend(label: str, model: str, bare: Callable[[ModelStore, int], Bare]) -> None:
-    """One backend: bare references, then the mesh at 1, 8 and 16 streams; table and ratios."""
-    store = ModelStore(default_store_root())
-    bare_1, bare_8 = bare(store, 1), bare(store, 8)
+def run_backend(label: str, model: str, bare: Callable[[ModelStore], tuple[BareRun, BareRun]]) -> None:
+    """One backend: the bare model in this process, the mesh in its own; table and ratios."""
+    generate, prefill = bare(ModelStore(default_store_root()))
     with Mesh([model], ["llm"]) as mesh:
-        alone, load_8, load_16 = asyncio.run(_mesh_rounds(mesh.addresses["gateway"], model))
+        figures = asyncio.run(_measure(mesh.addresses["gateway"], model, generate, prefill))
+    alone, load_8, load_16 = figures.alone, figures.load_8, figures.load_16
     idle = median(alone.first_tokens)
     rows: list[list[object]] = [
-        ["bare, batch 1", bare_1.tokens_per_s, bare_1.prefill_s * 1000, ""],
-        ["bare, batch 8", bare_8.tokens_per_s, bare_8.prefill_s * 1000, ""],
+        ["bare, batch 1", figures.bare_1, figures.prefill_1 * 1000, ""],
+        ["bare, batch 8", figures.bare_8, figures.prefill_8 * 1000, ""],
         ["gateway, 1 stream", alone.tokens_per_s, idle * 1000, percentile(alone.first_tokens, 95) * 1000],
         [
             "gateway, 8 concurrent streams",
@@ -223,13 +234,13 @@ def run_backend(label: str, model: str, bare: Callable[[ModelStore, int], Bare])
         "(sampled at temperature 0.7; the bare loops greedy)"
     )
     print_table(["path", "aggregate tokens/s", "first token p50 ms (bare: prefill)", "first token p95 ms"], rows)
-    scaling, bare_scaling = load_8.tokens_per_s / alone.tokens_per_s, bare_8.tokens_per_s / bare_1.tokens_per_s
+    scaling, bare_scaling = load_8.tokens_per_s / alone.tokens_per_s, figures.bare_8 / figures.bare_1
     print(f"8 streams vs 1 stream: {scaling:.2f}x (target >= 4x; the bare model's own: {bare_scaling:.2f}x)")
-    print(f"8 streams vs bare batch 8: {load_8.tokens_per_s / bare_8.tokens_per_s:.2f} (target >= 0.80)")
+    print(f"8 streams vs bare batch 8: {load_8.tokens_per_s / figures.bare_8:.2f} (target >= 0.80)")
     print(
         f"time to first token vs idle: {(load_8.probe_first_token or 0.0) / idle:.2f}x for one request arriving "
         f"into 8 decoding streams (target <= 3x); {median(load_8.first_tokens) / idle:.2f}x for 8 arriving "
-        f"together, whose floor is the bare prefill of 8 prompts vs 1: {bare_8.prefill_s / bare_1.prefill_s:.2f}x"
+        f"together, whose floor is the bare prefill of 8 prompts vs 1: {figures.prefill_8 / figures.prefill_1:.2f}x"
     )
 
 
