@@ -27,7 +27,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
 
     With continuous batching (the default; params.continuous_batching: false turns it off), every
     concurrent sequence joins one ContinuousBatcher, which decodes them together; subclasses then
-    supply prefill_one / decode_batch / kv_join / kv_select. Without it, each request runs its own
+    supply prefill / extend / decode_batch / kv_join / kv_select. Without it, each request runs its own
     loop over `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline
     are checked before every step, so a cancelled request stops within one decoding step.
     """
