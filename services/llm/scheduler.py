@@ -278,7 +278,13 @@ class ContinuousBatcher:
         arrivals = [s for s in arrivals if not self._finish_if_cancelled(s)]
         if not arrivals:
             return
-        logits, kv = self.model.prefill([s.input_ids for s in arrivals])
+        try:
+            logits, kv = self.model.prefill([s.input_ids for s in arrivals])
+        except Exception as exc:  # the arrivals fail; the running batch is untouched
+            log.exception("prefilling %d arrivals failed", len(arrivals))
+            for sequence in arrivals:
+                sequence.out.put(exc)
+            return
         self.stats.prefills += 1
         self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(arrivals))
         for sequence in arrivals:
@@ -292,7 +298,13 @@ class ContinuousBatcher:
             return
         start = sequence.cache_length
         chunk = sequence.input_ids[start : start + self.limits.max_prefill_tokens]
-        logits, sequence.partial_kv = self.model.extend(chunk, sequence.partial_kv, start)
+        try:
+            logits, sequence.partial_kv = self.model.extend(chunk, sequence.partial_kv, start)
+        except Exception as exc:  # this sequence fails; the running batch is untouched
+            log.exception("prefilling a chunk of a long prompt failed")
+            self._prefilling = sequence.partial_kv = None
+            sequence.out.put(exc)
+            return
         sequence.cache_length += len(chunk)
         self.stats.prefill_chunks += 1
         if sequence.cache_length < len(sequence.input_ids):

@@ -201,3 +201,21 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decoding_steps(llm, model)
         assert sum(c.token_count for c in running.result(timeout=120)) == 120
     finally:
         batcher.close()
+
+
+@pytest.mark.parametrize("model", LLM_MODELS)
+def test_a_prompt_the_model_fails_on_does_not_take_the_batch_down(llm, model):
+    server, _stub, _ = llm
+    backend = server.model_host.models[model].backend
+    batcher = ContinuousBatcher(backend, BatchLimits(max_prefill_tokens=16))
+    try:
+        _ctx, running = _start(batcher, _long(0, tokens=60), backend)
+        _wait_until(lambda: batcher.running == 1)
+        request = _long(1, tokens=4)
+        for bad_ids in ([10**7] * 4, [10**7] * 40):  # a token id outside the vocabulary; short, then chunked
+            failing = _POOL.submit(lambda ids=bad_ids: list(batcher.stream(request, RequestContext(), ids)))
+            with pytest.raises(Exception):  # noqa: B017 - the model's own error (torch or ONNX Runtime)
+                failing.result(timeout=60)
+        assert sum(c.token_count for c in running.result(timeout=120)) == 60
+    finally:
+        batcher.close()
