@@ -35,7 +35,7 @@ class Sampler:
     """Picks the tokens of one sequence. The same seed and logits give the same tokens, on any backend.
 
     Until `min_output_tokens` tokens have been chosen, the end-of-sequence tokens cannot be.
-    The arithmetic runs in float32 over the vocabulary with float64 sums: about 0.1-0.3 ms a
+    The arithmetic runs in float32 over the vocabulary with float64 sums: about 0.1-0.6 ms a
     token, which matters when a batch of sequences samples between two decoding steps.
     """
 
