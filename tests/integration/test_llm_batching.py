@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import grpc
 import pytest
 
 from aisemble.backend import RequestContext
 from aisemble.errors import ResourceExhaustedError
 from aisemble.llm.v1 import llm_service_pb2 as pb
+from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.server import ServerConfig
+from services.llm.app import build_server
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.types import ChatTurn, FinishReason, GenerationRequest, SamplingParams
+from tests.conftest import status_details
 from tests.integration.conftest import LLM_MODELS
 
 _POOL = ThreadPoolExecutor(4, thread_name_prefix="test-batcher")
@@ -219,3 +225,21 @@ def test_a_prompt_the_model_fails_on_does_not_take_the_batch_down(llm, model):
         assert sum(c.token_count for c in running.result(timeout=120)) == 60
     finally:
         batcher.close()
+
+
+async def test_a_full_batch_queue_is_resource_exhausted_through_grpc(registry, store, start_server):
+    model = "smollm2-135m-onnx"
+    params = {**registry[model].params, "max_batch_size": 1, "max_waiting": 0}
+    spec = dataclasses.replace(registry[model], params=params)
+    server = build_server(ServerConfig(name="llm"), None, {model: spec}, store=store)
+    stub = llm_service_pb2_grpc.LlmServiceStub(await start_server(server))
+    first = stub.StreamComplete(
+        pb.StreamCompleteRequest(model=model, prompt="Tell a story.", max_output_tokens=200, temperature=0)
+    )
+    await first.read()  # decoding: the one batch slot is taken
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=2))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _status, details = status_details(caught.value)
+    assert details["ErrorInfo"].reason == "BATCH_QUEUE_FULL" and "RetryInfo" in details
+    first.cancel()
