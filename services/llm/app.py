@@ -10,6 +10,7 @@ from aisemble.hosting import ModelHost
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store import ModelStore, default_store_root
+from services.llm.metrics import BatchingCollector
 from services.llm.runner import LlmLimits, LlmRunner
 from services.llm.servicer import LlmServicer
 
@@ -40,4 +41,6 @@ def build_server(
     binding = ServiceBinding(SERVICE_NAME, LlmServicer(runner), llm_service_pb2_grpc.add_LlmServiceServicer_to_server)
     target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
     on_start, on_stop = follow_registry_hooks(target, "llm", host)
-    return AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])
+    server = AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])
+    server.metrics.registry.register(BatchingCollector(host))
+    return server

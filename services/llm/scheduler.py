@@ -84,6 +84,8 @@ class SchedulerStats:
     prefill_chunks: int = 0  # chunks of long prompts
     max_prefill_seen: int = 0  # most prompts prefilled in one call
     time_to_first_token: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=512))
+    first_tokens: int = 0  # all time, with their total seconds (Prometheus summary)
+    first_token_seconds: float = 0.0
 
 
 @dataclass
@@ -339,7 +341,10 @@ class ContinuousBatcher:
         token, logprob = sequence.sampler(logits)
         if not sequence.first_token_seen:
             sequence.first_token_seen = True
-            self.stats.time_to_first_token.append(time.perf_counter() - sequence.enqueued_at)
+            waited = time.perf_counter() - sequence.enqueued_at
+            self.stats.time_to_first_token.append(waited)
+            self.stats.first_tokens += 1
+            self.stats.first_token_seconds += waited
         if token in self.model.eos_token_ids:
             self._finish(sequence, FinishReason.STOP)
             return True

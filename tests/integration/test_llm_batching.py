@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
@@ -243,3 +244,22 @@ async def test_a_full_batch_queue_is_resource_exhausted_through_grpc(registry, s
     _status, details = status_details(caught.value)
     assert details["ErrorInfo"].reason == "BATCH_QUEUE_FULL" and "RetryInfo" in details
     first.cancel()
+
+
+async def test_batching_figures_are_exported_to_prometheus(registry, store, start_server):
+    model = "smollm2-135m-onnx"
+    server = build_server(ServerConfig(name="llm", metrics_port=0), None, {model: registry[model]}, store=store)
+    stub = llm_service_pb2_grpc.LlmServiceStub(await start_server(server))
+    reply = await stub.Complete(
+        pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=5, min_output_tokens=5, temperature=0)
+    )
+    assert reply.usage.output_tokens == 5
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    figures = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if model in line}
+    label = f'{{model="{model}"}}'
+    assert figures[f"aisemble_llm_batch_steps_total{label}"] == 4  # the first token comes from the prefill
+    assert figures[f"aisemble_llm_batch_tokens_total{label}"] == 4
+    assert figures[f"aisemble_llm_time_to_first_token_seconds_count{label}"] == 1
+    assert 0 < figures[f"aisemble_llm_time_to_first_token_seconds_sum{label}"] < 60
+    assert figures[f"aisemble_llm_batch_running{label}"] == 0
