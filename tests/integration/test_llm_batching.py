@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
@@ -138,6 +140,16 @@ def _start(batcher: ContinuousBatcher, request: GenerationRequest, backend) -> t
     return ctx, _POOL.submit(lambda: list(batcher.stream(request, ctx, ids)))
 
 
+@contextlib.contextmanager
+def _own_batcher(backend, **limits) -> Iterator[ContinuousBatcher]:
+    """A batcher of its own with these limits on the session's model, closed afterwards."""
+    batcher = ContinuousBatcher(backend, BatchLimits(**limits))
+    try:
+        yield batcher
+    finally:
+        batcher.close()
+
+
 def _wait_until(condition, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -148,8 +160,7 @@ def _wait_until(condition, timeout_s: float = 60.0) -> None:
 def test_batcher_bounds_are_enforced(llm):
     server, _stub, _ = llm
     backend = server.model_host.models["smollm2-135m-onnx"].backend
-    batcher = ContinuousBatcher(backend, BatchLimits(max_batch_size=2, max_waiting=1))
-    try:
+    with _own_batcher(backend, max_batch_size=2, max_waiting=1) as batcher:
         started = [_start(batcher, _long(i), backend) for i in range(2)]
         _wait_until(lambda: batcher.running == 2)
         started.append(_start(batcher, _long(2), backend))  # the batch is full: it waits
@@ -164,8 +175,6 @@ def test_batcher_bounds_are_enforced(llm):
             ctx.cancelled.set()
         for _ctx, future in started:
             assert future.result(timeout=60)[-1].finish_reason is FinishReason.CANCELLED
-    finally:
-        batcher.close()
 
 
 def test_tokens_in_flight_hold_back_a_sequence_until_one_finishes(llm):
@@ -173,8 +182,7 @@ def test_tokens_in_flight_hold_back_a_sequence_until_one_finishes(llm):
     backend = server.model_host.models["smollm2-135m-onnx"].backend
     first, second = _long(0, tokens=40), _long(1, tokens=8)
     budget = len(backend.encode(first)) + 40 + 4  # room for the first only
-    batcher = ContinuousBatcher(backend, BatchLimits(max_tokens_in_flight=budget))
-    try:
+    with _own_batcher(backend, max_tokens_in_flight=budget) as batcher:
         _ctx, first_done = _start(batcher, first, backend)
         _wait_until(lambda: batcher.running == 1)
         _ctx, second_done = _start(batcher, second, backend)
@@ -183,8 +191,6 @@ def test_tokens_in_flight_hold_back_a_sequence_until_one_finishes(llm):
         assert sum(c.token_count for c in first_done.result(timeout=60)) == 40
         assert sum(c.token_count for c in second_done.result(timeout=60)) == 8
         assert batcher.stats.max_batch_seen == 1
-    finally:
-        batcher.close()
 
 
 @pytest.mark.parametrize("model", LLM_MODELS)
@@ -194,8 +200,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decoding_steps(llm, model)
     story = " ".join(PROMPTS * 3)  # about 130 tokens: 9 chunks of 16
     long_prompt = GenerationRequest(sampling=SamplingParams(max_output_tokens=8, temperature=0.0), prompt=story)
     alone = backend.run(long_prompt, RequestContext())
-    batcher = ContinuousBatcher(backend, BatchLimits(max_prefill_tokens=16))
-    try:
+    with _own_batcher(backend, max_prefill_tokens=16) as batcher:
         _ctx, running = _start(batcher, _long(0, tokens=120), backend)
         _wait_until(lambda: batcher.running == 1)
         steps_before = batcher.stats.steps
@@ -206,16 +211,13 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decoding_steps(llm, model)
         assert batcher.stats.steps - steps_before >= batcher.stats.prefill_chunks
         assert [t for c in chunks for t in c.token_ids] == alone.token_ids
         assert sum(c.token_count for c in running.result(timeout=120)) == 120
-    finally:
-        batcher.close()
 
 
 @pytest.mark.parametrize("model", LLM_MODELS)
 def test_a_prompt_the_model_fails_on_does_not_take_the_batch_down(llm, model):
     server, _stub, _ = llm
     backend = server.model_host.models[model].backend
-    batcher = ContinuousBatcher(backend, BatchLimits(max_prefill_tokens=16))
-    try:
+    with _own_batcher(backend, max_prefill_tokens=16) as batcher:
         _ctx, running = _start(batcher, _long(0, tokens=60), backend)
         _wait_until(lambda: batcher.running == 1)
         request = _long(1, tokens=4)
@@ -224,8 +226,6 @@ def test_a_prompt_the_model_fails_on_does_not_take_the_batch_down(llm, model):
             with pytest.raises(Exception):  # noqa: B017 - the model's own error (torch or ONNX Runtime)
                 failing.result(timeout=60)
         assert sum(c.token_count for c in running.result(timeout=120)) == 60
-    finally:
-        batcher.close()
 
 
 async def test_a_full_batch_queue_is_resource_exhausted_through_grpc(registry, store, start_server):
