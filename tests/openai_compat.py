@@ -8,66 +8,24 @@ OpenAI backend maps them: "rate-limited" (429 + Retry-After: 7), "broken" (500),
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aisemble.backend import RequestContext
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
+from tests.http_endpoint import JsonHandler, LocalEndpoint
 
 __all__ = ["OpenAICompatibleServer"]
 
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "cancelled": "stop"}
 
 
-class OpenAICompatibleServer:
-    """Serves one local text-generation backend under any model name, on 127.0.0.1:<free port>."""
-
-    def __init__(self, backend: Any, api_key: str) -> None:
-        self.backend = backend
-        self.api_key = api_key
-        self.requests: list[dict[str, Any]] = []
-        self.disconnects = 0
-        handler = type("Handler", (_Handler,), {"endpoint": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> OpenAICompatibleServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     endpoint: OpenAICompatibleServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
-        self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": kind}}, headers)
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        body = self._read_json()
         self.endpoint.requests.append({"path": self.path, "body": body})
         if self.headers.get("Authorization") != f"Bearer {self.endpoint.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key")
@@ -159,3 +117,16 @@ def _usage(result: Any) -> dict[str, int]:
         "completion_tokens": result.output_tokens,
         "total_tokens": result.prompt_tokens + result.output_tokens,
     }
+
+
+class OpenAICompatibleServer(LocalEndpoint):
+    """Serves one local text-generation backend under any model name, on 127.0.0.1:<free port>."""
+
+    handler = _Handler
+
+    def __init__(self, backend: Any, api_key: str) -> None:
+        self.backend = backend
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self.disconnects = 0
+        super().__init__()

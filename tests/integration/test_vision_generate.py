@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -23,28 +20,9 @@ from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server
 from tests.conftest import status_details
+from tests.http_endpoint import JsonHandler, LocalEndpoint
 
 KEY = "sk-images-test-7d2e"
-
-
-class ImagesEndpoint:
-    """POST /v1/images/generations on 127.0.0.1:<free port>; records what it was sent."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        handler = type("Handler", (_Handler,), {"endpoint": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> ImagesEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _png(width: int, height: int, prompt: str, index: int) -> bytes:
@@ -55,28 +33,12 @@ def _png(width: int, height: int, prompt: str, index: int) -> bytes:
     return buffer.getvalue()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     endpoint: ImagesEndpoint
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
-        self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": None}}, headers)
+    error_code_is_type = False
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        body = self._read_json()
         if self.path != "/v1/images/generations":
             return self._error(404, f"no route {self.path}", "invalid_request_error")
         if self.headers.get("Authorization") != f"Bearer {KEY}":
@@ -96,6 +58,16 @@ class _Handler(BaseHTTPRequestHandler):
                 data = base64.b64encode(_png(width, height, body["prompt"], index)).decode()
                 images.append({"b64_json": data, "revised_prompt": f"{body['prompt']}, in soft light"})
         self._json(200, {"created": 1760000000, "data": images})
+
+
+class ImagesEndpoint(LocalEndpoint):
+    """POST /v1/images/generations on 127.0.0.1:<free port>; records what it was sent."""
+
+    handler = _Handler
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        super().__init__()
 
 
 @pytest.fixture(scope="module")
