@@ -56,7 +56,7 @@ lint: install
 	$(BUF) lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy aisemble services gateway
+	$(VENV)/bin/mypy aisemble entrypoints services gateway
 
 ## format: buf format and ruff format, in place
 format: install

@@ -1,20 +1,17 @@
-"""Domain errors raised by services and backends, and their one mapping to google.rpc.Status."""
+"""Domain errors raised by services and backends (grpc-free; aisemble.rpc.status maps them to a status)."""
 
 from __future__ import annotations
 
-import math
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 __all__ = [
     "DOMAIN",
     "AisembleError",
     "AlreadyExistsError",
     "CancelledError",
+    "Code",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",
@@ -29,12 +26,40 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UpstreamError",
-    "internal_status",
-    "to_rpc_status",
 ]
 
 #: The ErrorInfo domain of every error this project raises.
 DOMAIN = "aisemble"
+
+
+class Code(enum.IntEnum):
+    """The canonical status codes (google.rpc.Code numbers, the names grpc.StatusCode uses)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def of(cls, number: int) -> Code:
+        """The code of a number; UNKNOWN for one outside the canonical set."""
+        try:
+            return cls(number)
+        except ValueError:
+            return cls.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -48,11 +73,11 @@ class FieldViolation:
 class AisembleError(Exception):
     """Base of all domain errors: a message, a machine-readable reason and optional details.
 
-    Each subclass fixes the gRPC code. Backends raise these without importing grpc; the server
-    interceptor turns them into a status with details, in one place.
+    Each subclass fixes the status code. Backends raise these without importing grpc; the server
+    interceptor turns them into a status with details, in one place (aisemble.rpc.status).
     """
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Code = Code.UNKNOWN
     default_reason: str = "ERROR"
 
     def __init__(
@@ -75,7 +100,7 @@ class AisembleError(Exception):
 class InvalidArgumentError(AisembleError):
     """The request is malformed; field_violations say which fields."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
 
     @classmethod
@@ -91,77 +116,77 @@ class InvalidArgumentError(AisembleError):
 class NotFoundError(AisembleError):
     """A named thing (model, job, file) does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
     default_reason = "NOT_FOUND"
 
 
 class AlreadyExistsError(AisembleError):
     """A name is already taken."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
     default_reason = "ALREADY_EXISTS"
 
 
 class FailedPreconditionError(AisembleError):
     """The system is not in a state where the request can run (wrong task, finished job)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
     default_reason = "FAILED_PRECONDITION"
 
 
 class ResourceExhaustedError(AisembleError):
     """A limit (queue, size, concurrency, quota) was reached; retry_after_s says when to retry."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 
 
 class UnavailableError(AisembleError):
     """An upstream or a model is not reachable now; retry_after_s says when to retry."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
     default_reason = "UNAVAILABLE"
 
 
 class DeadlineExceededError(AisembleError):
     """The deadline passed before the work finished."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"
 
 
 class CancelledError(AisembleError):
     """The request was cancelled."""
 
-    code = grpc.StatusCode.CANCELLED
+    code = Code.CANCELLED
     default_reason = "CANCELLED"
 
 
 class PermissionDeniedError(AisembleError):
     """Access is not allowed (e.g. a path outside the configured roots)."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
     default_reason = "PERMISSION_DENIED"
 
 
 class UnauthenticatedError(AisembleError):
     """Credentials are missing or wrong."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Code.UNAUTHENTICATED
     default_reason = "UNAUTHENTICATED"
 
 
 class UnimplementedError(AisembleError):
     """The operation is not supported by this model or service."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = Code.UNIMPLEMENTED
     default_reason = "UNIMPLEMENTED"
 
 
 class InternalError(AisembleError):
     """A bug: logged on the server, never detailed to clients."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = Code.INTERNAL
     default_reason = "INTERNAL"
 
 
@@ -188,50 +213,10 @@ class ModelNotReadyError(UnavailableError):
 
 
 class UpstreamError(AisembleError):
-    """Another server's status, passed through unchanged (code, message and details)."""
+    """Another server's status, passed through unchanged: its code, message and packed google.rpc.Status."""
 
-    def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(status.message, reason="UPSTREAM")
-        self.status = status
-        self.code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
-
-
-def _pack(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
-
-
-def to_rpc_status(error: AisembleError) -> status_pb2.Status:
-    """Build the google.rpc.Status (with ErrorInfo, BadRequest, RetryInfo details) for a domain error."""
-    if isinstance(error, UpstreamError):
-        return error.status
-    code = error.code.value[0]
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata)))]
-    if error.field_violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in error.field_violations
-                    ]
-                )
-            )
-        )
-    if error.retry_after_s is not None:
-        seconds = max(0.0, error.retry_after_s)
-        whole = math.floor(seconds)
-        delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return status_pb2.Status(code=code, message=error.message, details=details)
-
-
-def internal_status(request_id: str) -> status_pb2.Status:
-    """The status sent for an unexpected exception: no traceback, only an id to find it in the logs."""
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN, metadata={"request_id": request_id})
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL,
-        message=f"internal error (request id {request_id}); the server logged the details",
-        details=[_pack(info)],
-    )
+    def __init__(self, code: int, message: str, status_bytes: bytes = b"") -> None:
+        super().__init__(message, reason="UPSTREAM")
+        self.code = Code.of(code)
+        #: The serialized google.rpc.Status as the upstream sent it (empty: build one from code and message).
+        self.status_bytes = status_bytes

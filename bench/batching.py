@@ -15,7 +15,7 @@ import numpy as np
 
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.store import ModelStore, default_store_root
+from aisemble.store.model_store import ModelStore, default_store_root
 from bench.common import Mesh, median, percentile, print_table
 
 TOKENS = 64
@@ -79,7 +79,7 @@ def bare_onnx(store: ModelStore) -> tuple[BareRun, BareRun]:
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from aisemble.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
+    from aisemble.store.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
 
     path = store.require("smollm2-135m-instruct-onnx")
     config = json.loads((path / "config.json").read_text())

@@ -57,7 +57,7 @@ class Mesh:
     """
 
     def __init__(self, models: Sequence[str], services: Sequence[str], gateway: bool = True) -> None:
-        from aisemble.config import load_models
+        from aisemble.config.models import load_models
         from gateway.registry import write_models_file
 
         self.folder = Path(tempfile.mkdtemp(prefix="aisemble-bench-"))
@@ -72,12 +72,12 @@ class Mesh:
         self._names = [*services, *(["gateway"] if gateway else [])]
 
     def __enter__(self) -> Mesh:
-        from aisemble.mesh import wait_healthy
+        from entrypoints.launcher import wait_healthy
 
         env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(self.folder), "PYTHONUNBUFFERED": "1"}
         for name in self._names:
             process = subprocess.Popen(
-                [sys.executable, "-m", "aisemble.cli", "serve", name, "--metrics-port", "-1"],
+                [sys.executable, "-m", "entrypoints.cli", "serve", name, "--metrics-port", "-1"],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import grpc
 
-from aisemble.backend import RequestContext, create_backend
-from aisemble.config import load_models
+from aisemble.config.models import load_models
+from aisemble.hosting.backend import RequestContext, create_backend
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.mesh import wait_healthy
-from aisemble.store import ModelStore, default_store_root
+from aisemble.store.model_store import ModelStore, default_store_root
 from bench.common import median, print_table
+from entrypoints.launcher import wait_healthy
 from services.llm.types import GenerationRequest, SamplingParams
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle. Once upon a time,"
@@ -106,7 +106,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "aisemble.cli",
+            "entrypoints.cli",
             "serve",
             "llm",
             "--address",

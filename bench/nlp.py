@@ -16,11 +16,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from aisemble.mesh import wait_healthy
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.store import ModelStore, default_store_root
+from aisemble.store.model_store import ModelStore, default_store_root
 from bench.common import median, percentile, print_table
+from entrypoints.launcher import wait_healthy
 
 MODEL = "minilm-l6"
 CLIENTS = 32
@@ -199,8 +199,8 @@ async def service_clients(address: str, texts: list[str], clients: int, seconds:
 
 def serve(port: int) -> None:
     """Child process: the NLP service hosting MiniLM-L6 as the registry sets it; batch stats on stdout at exit."""
-    from aisemble.config import load_models
-    from aisemble.server import ServerConfig
+    from aisemble.config.models import load_models
+    from aisemble.rpc.server import ServerConfig
     from services.nlp.app import build_server
 
     models = {MODEL: load_models()[MODEL]}

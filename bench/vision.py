@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from aisemble.backend import RequestContext, create_backend
 from aisemble.common.v1 import common_pb2
-from aisemble.config import load_models
+from aisemble.config.models import load_models
 from aisemble.environment import apply_offline_defaults
-from aisemble.images import ImageLimits, decode_image
-from aisemble.store import ModelStore, default_store_root
+from aisemble.hosting.backend import RequestContext, create_backend
+from aisemble.inputs.images import ImageLimits, decode_image
+from aisemble.store.model_store import ModelStore, default_store_root
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from bench.common import Mesh, median, print_table

@@ -8,16 +8,19 @@ from pathlib import Path
 from grpc import aio
 from prometheus_client import Gauge
 
-from aisemble.config import CONFIG_DIR, MeshConfig, ModelSpec, SelectionRules, load_selection
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
+from aisemble.config.schema import CONFIG_DIR
 from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store import default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store.model_store import default_store_root
 from gateway.cache import ResultCache
 from gateway.proxy import Gateway
 from gateway.registry import ModelRegistry
 from gateway.registry_servicer import RegistryServicer
 from gateway.router import Router, Upstream
 from gateway.routes import PUBLIC_SERVICES
+from gateway.rules import SelectionRules, load_selection
 
 __all__ = ["GatewayServer", "build_server"]
 

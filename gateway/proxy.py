@@ -15,14 +15,15 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc import aio
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config import ModelSpec, SelectionRules
+from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError, InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2
-from aisemble.selection import MODEL_TRAILER
+from aisemble.rpc.selection import MODEL_TRAILER
 from gateway.cache import ResultCache, cache_key
 from gateway.registry import ModelRegistry
 from gateway.router import Router
 from gateway.routes import PUBLIC_SERVICES, ROUTES, Route
+from gateway.rules import SelectionRules
 from gateway.selector import AUTO, Candidate, Decision, Features, detect_domain, guess_language, select
 from gateway.stats import StatsBook
 

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from aisemble.config import ModelSpec, load_models, model_to_mapping
-from aisemble.errors import (
-    AlreadyExistsError,
-    FailedPreconditionError,
-    ModelNotFoundError,
-    PermissionDeniedError,
-)
+from aisemble.config.models import ModelSpec, load_models, model_to_mapping
+from aisemble.errors import AlreadyExistsError, FailedPreconditionError, ModelNotFoundError, PermissionDeniedError
 
 __all__ = ["ModelChange", "ModelRegistry", "write_models_file"]
 

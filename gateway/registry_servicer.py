@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.errors import InvalidArgumentError, ResourceExhaustedError
 from aisemble.registry.v1 import registry_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
+from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
 from gateway.proxy import Gateway
 from gateway.selector import AUTO
 

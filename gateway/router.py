@@ -4,56 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aisemble.errors import (
-    AisembleError,
-    CancelledError,
-    DeadlineExceededError,
-    ModelNotReadyError,
-    UnavailableError,
-    UpstreamError,
+from aisemble.errors import ModelNotReadyError, UnavailableError
+from aisemble.rpc.client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    error_from_call,
+    forwardable_metadata,
+    open_channel,
+    target_for,
 )
-from aisemble.interceptors import STATUS_DETAILS_KEY
-from aisemble.server import channel_options, forwardable_metadata
 
-__all__ = ["Router", "Upstream", "upstream_error"]
+__all__ = ["Router", "Upstream"]
 
 log = logging.getLogger(__name__)
-
-_IP_PORT = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
-
-
-def upstream_error(exc: grpc.aio.AioRpcError, service: str, addresses: Iterable[str]) -> AisembleError:
-    """Our error for a failed upstream call: its own rich status when it sent one, else a clear one of ours."""
-    code = exc.code()
-    for key, value in exc.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            return UpstreamError(status_pb2.Status.FromString(value))
-    where = ", ".join(addresses)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return UnavailableError(
-            f"the {service} service ({where}) is unavailable: {exc.details()}",
-            reason="UPSTREAM_UNAVAILABLE",
-            metadata={"service": service},
-            retry_after_s=1.0,
-        )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceededError(
-            f"the {service} service did not answer before the deadline", metadata={"service": service}
-        )
-    if code == grpc.StatusCode.CANCELLED:
-        return CancelledError(f"the call to the {service} service was cancelled", metadata={"service": service})
-    return UpstreamError(status_pb2.Status(code=code.value[0], message=exc.details() or code.name))
 
 
 class Upstream:
@@ -63,21 +33,10 @@ class Upstream:
     loading) out of rotation; a replica that refuses connections is skipped by round_robin itself.
     """
 
-    def __init__(self, name: str, addresses: Iterable[str], max_message_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, name: str, addresses: Iterable[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.name = name
         self.addresses = tuple(addresses)
-        if len(self.addresses) > 1 and all(_IP_PORT.match(a) for a in self.addresses):
-            target = "ipv4:" + ",".join(self.addresses)
-        else:
-            target = self.addresses[0]
-        service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
-        options = [
-            *channel_options(max_message_bytes),
-            ("grpc.service_config", json.dumps(service_config)),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-        ]
-        self.channel = aio.insecure_channel(target, options=options)
+        self.channel = open_channel(target_for(self.addresses), max_message_bytes, balanced=True)
         self._callables: dict[str, Any] = {}
 
     def callable(self, path: str, kind: str, serializer: Callable[..., bytes], deserializer: Callable[..., Any]) -> Any:
@@ -87,6 +46,10 @@ class Upstream:
             factory = getattr(self.channel, kind)
             self._callables[key] = factory(path, request_serializer=serializer, response_deserializer=deserializer)
         return self._callables[key]
+
+    def error(self, exc: grpc.aio.AioRpcError) -> Exception:
+        """Our error for a failed call to this service."""
+        return error_from_call(exc, self.name, self.addresses)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -170,7 +133,7 @@ class Router:
         try:
             return await call(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
         except grpc.aio.AioRpcError as exc:
-            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+            raise upstream.error(exc) from None
 
     async def server_stream(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
@@ -182,7 +145,7 @@ class Router:
             async for reply in call:
                 yield reply
         except grpc.aio.AioRpcError as exc:
-            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+            raise upstream.error(exc) from None
         finally:
             call.cancel()
 
@@ -202,7 +165,7 @@ class Router:
             async for reply in call:
                 yield reply
         except grpc.aio.AioRpcError as exc:
-            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+            raise upstream.error(exc) from None
         finally:
             call.cancel()
 
@@ -220,4 +183,4 @@ class Router:
         try:
             return await method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
         except grpc.aio.AioRpcError as exc:
-            raise upstream_error(exc, upstream.name, upstream.addresses) from None
+            raise upstream.error(exc) from None

@@ -6,8 +6,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aisemble.config import ModelSpec, SelectionRules
+from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError
+from gateway.rules import SelectionRules
 
 __all__ = ["Candidate", "Decision", "Features", "ScoredCandidate", "detect_domain", "guess_language", "select"]
 

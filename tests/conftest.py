@@ -19,9 +19,9 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-from aisemble.config import load_models  # noqa: E402
-from aisemble.server import AisembleServer  # noqa: E402
-from aisemble.store import ModelStore, default_store_root  # noqa: E402
+from aisemble.config.models import load_models  # noqa: E402
+from aisemble.rpc.server import AisembleServer  # noqa: E402
+from aisemble.store.model_store import ModelStore, default_store_root  # noqa: E402
 
 StartServer = Callable[[AisembleServer], Awaitable[aio.Channel]]
 

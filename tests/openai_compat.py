@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from aisemble.backend import RequestContext
+from aisemble.hosting.backend import RequestContext
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
 from tests.http_endpoint import JsonHandler, LocalEndpoint
 

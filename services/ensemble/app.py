@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aisemble.config import MeshConfig, ModelSpec
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
 from aisemble.ensemble.v1 import ensemble_service_pb2, ensemble_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from services.ensemble.runner import EnsembleRunner
 from services.ensemble.servicer import EnsembleServicer
 

@@ -10,16 +10,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc import aio
 
 from aisemble.common.v1 import common_pb2
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
-from aisemble.errors import UnavailableError
-from aisemble.interceptors import STATUS_DETAILS_KEY
+from aisemble.errors import Code, UnavailableError
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import channel_options
+from aisemble.rpc.client import CallFailure, call_failure, open_channel
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
@@ -36,33 +33,17 @@ class MemberPlan:
 
 
 def _failure(model: str, exc: Exception) -> common_pb2.PartFailure:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        reason = ""
-        for key, value in exc.trailing_metadata() or ():
-            if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-                for detail in status_pb2.Status.FromString(value).details:
-                    if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                        info = error_details_pb2.ErrorInfo()
-                        detail.Unpack(info)
-                        reason = info.reason
-        return common_pb2.PartFailure(part=model, code=exc.code().value[0], reason=reason, message=exc.details() or "")
-    if isinstance(exc, asyncio.TimeoutError):
-        return common_pb2.PartFailure(
-            part=model,
-            code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
-            reason="DEADLINE_EXCEEDED",
-            message="the member did not answer within its timeout",
-        )
-    return common_pb2.PartFailure(
-        part=model, code=grpc.StatusCode.INTERNAL.value[0], reason="INTERNAL", message=type(exc).__name__
+    failure = call_failure(exc, "the member did not answer within its timeout") or CallFailure(
+        Code.INTERNAL, "INTERNAL", type(exc).__name__
     )
+    return common_pb2.PartFailure(part=model, code=failure.code, reason=failure.reason, message=failure.message)
 
 
 class EnsembleRunner:
     """Calls members through the gateway (so they are routed, cached and measured like any call)."""
 
     def __init__(self, gateway_target: str, max_message_bytes: int = 16 * 1024 * 1024) -> None:
-        self.channel = aio.insecure_channel(gateway_target, options=channel_options(max_message_bytes))
+        self.channel = open_channel(gateway_target, max_message_bytes)
         self._calls = {
             "completion": llm_service_pb2_grpc.LlmServiceStub(self.channel).Complete,
             "classification": nlp_service_pb2_grpc.NlpServiceStub(self.channel).Classify,
@@ -108,8 +89,7 @@ class EnsembleRunner:
             successes.append(Success(member.model, member.weight, result, entry.confidence))
         if len(successes) < min_successful:
             failures = "; ".join(
-                f"{r.model}: {grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == r.failure.code)).name} "
-                f"{r.failure.message}"
+                f"{r.model}: {Code.of(r.failure.code).name} {r.failure.message}"
                 for r in response.member_results
                 if r.HasField("failure")
             )

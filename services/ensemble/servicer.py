@@ -9,7 +9,8 @@ from grpc import aio
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError
-from aisemble.server import forwardable_metadata, request_context
+from aisemble.rpc.client import forwardable_metadata
+from aisemble.rpc.server import request_context
 from services.ensemble.runner import EnsembleRunner, MemberPlan
 from services.ensemble.strategies import ALLOWED, DEFAULT
 

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aisemble.config import MeshConfig, ModelSpec
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store import ModelStore, default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store.model_store import ModelStore, default_store_root
 from services.finetune.registry_client import RegistryClient
 from services.finetune.runner import FineTuneLimits, JobRunner
 from services.finetune.servicer import FineTuneServicer

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aisemble.config import ModelSpec, model_from_mapping
+from aisemble.config.models import ModelSpec, model_from_mapping
 from aisemble.errors import AlreadyExistsError, InternalError
-from aisemble.store import BuildContext, ModelStore, PrepareAction, Recipe, StoreError
+from aisemble.store.model_store import BuildContext, ModelStore, PrepareAction, Recipe, StoreError
 from services.finetune.types import Job, Task
 
 __all__ = ["artifact_job", "registry_entry", "remove_artifact", "write_artifact"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 from grpc import aio
 
-from aisemble.config import ModelSpec
-from aisemble.errors import AlreadyExistsError, UnavailableError, UpstreamError
+from aisemble.config.models import ModelSpec
+from aisemble.errors import AlreadyExistsError, UnavailableError
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.registry_messages import model_to_proto, spec_from_proto
-from aisemble.server import channel_options
+from aisemble.rpc.client import LazyChannel, error_from_call
+from aisemble.rpc.registry_messages import model_to_proto, spec_from_proto
 
 __all__ = ["RegistryClient"]
 
@@ -23,14 +23,10 @@ class RegistryClient:
     def __init__(self, target: str, timeout_s: float = 5.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel: aio.Channel | None = None
-        self._stub: registry_service_pb2_grpc.ModelRegistryServiceStub | None = None
+        self._channel = LazyChannel(target)
 
     def _registry(self) -> registry_service_pb2_grpc.ModelRegistryServiceStub:
-        if self._stub is None:
-            self._channel = aio.insecure_channel(self.target, options=channel_options())
-            self._stub = registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel)
-        return self._stub
+        return registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel.channel)
 
     def _error(self, exc: aio.AioRpcError) -> Exception:
         if exc.code() in _UNREACHABLE:
@@ -41,9 +37,7 @@ class RegistryClient:
             )
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
             return AlreadyExistsError(exc.details() or "already registered", reason="MODEL_EXISTS")
-        from google.rpc import status_pb2
-
-        return UpstreamError(status_pb2.Status(code=exc.code().value[0], message=exc.details() or ""))
+        return error_from_call(exc, "registry", (self.target,))
 
     async def get(self, name: str) -> ModelSpec | None:
         """The registered model of that name, None when there is none."""
@@ -65,7 +59,4 @@ class RegistryClient:
 
     async def close(self) -> None:
         """Close the channel."""
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-            self._stub = None
+        await self._channel.close()

@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from aisemble.config import MODEL_NAME_PATTERN, ModelSpec, model_from_mapping, model_to_mapping
+from aisemble.config.models import MODEL_NAME_PATTERN, ModelSpec, model_from_mapping, model_to_mapping
 from aisemble.errors import (
     AisembleError,
     AlreadyExistsError,
@@ -60,7 +60,7 @@ from aisemble.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from aisemble.store import ModelStore
+from aisemble.store.model_store import ModelStore
 from services.finetune import publisher
 from services.finetune.examples import (
     Example,

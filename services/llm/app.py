@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aisemble.config import MeshConfig, ModelSpec
-from aisemble.follower import follow_registry_hooks
-from aisemble.hosting import ModelHost
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
+from aisemble.hosting.follower import follow_registry_hooks
+from aisemble.hosting.host import ModelHost
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store import ModelStore, default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store.model_store import ModelStore, default_store_root
 from services.llm.metrics import BatchingCollector
 from services.llm.runner import LlmLimits, LlmRunner
 from services.llm.servicer import LlmServicer

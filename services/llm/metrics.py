@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from aisemble.hosting import ModelHost
+from aisemble.hosting.host import ModelHost
 
 __all__ = ["BatchingCollector"]
 

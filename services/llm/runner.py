@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from aisemble.admission import AdmissionControl
-from aisemble.backend import RequestContext
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
-from aisemble.hosting import ModelHost
-from aisemble.selection import Resolved
-from aisemble.streaming import iterate_in_thread
+from aisemble.hosting.admission import AdmissionControl
+from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.host import ModelHost
+from aisemble.hosting.streaming import iterate_in_thread
+from aisemble.rpc.selection import Resolved
 from services.llm.types import GenerationChunk, GenerationRequest, SamplingParams
 
 __all__ = ["LlmLimits", "LlmRunner", "Resolved", "SamplingOverrides"]

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aisemble.backend import RequestContext
 from aisemble.errors import ResourceExhaustedError
+from aisemble.hosting.backend import RequestContext
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.sampling import Sampler
 from services.llm.stopping import StopSequenceFilter

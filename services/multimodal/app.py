@@ -1,27 +1,21 @@
-"""Builds the multimodal service process: a composer over channels to the vision and NLP services."""
+"""Builds the multimodal service process: a composer that calls VisionService and NlpService through the gateway."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aisemble.config import ConfigError, MeshConfig, ModelSpec
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
+from aisemble.config.schema import ConfigError
 from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.client import target_for
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from services.multimodal.composer import MultimodalComposer, MultimodalLimits, Upstreams
 from services.multimodal.servicer import MultimodalServicer
 
 __all__ = ["SERVICE_NAME", "build_server"]
 
 SERVICE_NAME = multimodal_service_pb2.DESCRIPTOR.services_by_name["MultimodalService"].full_name
-
-
-def _target(mesh: MeshConfig | None, service: str) -> str:
-    """The mesh's address for a service (several replicas: gRPC's ipv4: list), else the gateway's."""
-    if mesh is None:
-        raise ConfigError(f"the multimodal service needs a {service}_target or a mesh config")
-    endpoint = mesh.services.get(service)
-    addresses = endpoint.addresses if endpoint is not None else mesh.gateway.addresses
-    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
 
 def build_server(
@@ -34,14 +28,16 @@ def build_server(
 ) -> AisembleServer:
     """An AisembleServer for MultimodalService; it hosts no model.
 
-    vision_target / nlp_target: where VisionService and NlpService answer (the services themselves or a
-    gateway); unset, they come from the mesh config (the service's addresses, else the gateway's).
+    Its parts are called through the gateway (the mesh's gateway address), as the ensemble service calls
+    its members. vision_target / nlp_target point an area elsewhere (a service itself, which speaks
+    the same contract).
     `models` is accepted for the common build_server signature; the services it calls hold the models.
     """
     limits = limits or MultimodalLimits(max_message_bytes=config.max_message_bytes)
-    upstreams = Upstreams(
-        vision_target or _target(mesh, "vision"), nlp_target or _target(mesh, "nlp"), limits.max_message_bytes
-    )
+    gateway = target_for(mesh.gateway.addresses) if mesh is not None else None
+    if not (vision_target or gateway) or not (nlp_target or gateway):
+        raise ConfigError("the multimodal service needs a mesh config (the gateway's address) or its targets")
+    upstreams = Upstreams(vision_target or gateway, nlp_target or gateway, limits.max_message_bytes)  # type: ignore[arg-type]
     binding = ServiceBinding(
         SERVICE_NAME,
         MultimodalServicer(MultimodalComposer(upstreams, limits)),

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
-from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from aisemble.common.v1 import common_pb2
-from aisemble.errors import AisembleError
-from aisemble.interceptors import REQUEST_ID_KEY, STATUS_DETAILS_KEY
+from aisemble.errors import AisembleError, Code
 from aisemble.nlp.v1 import nlp_service_pb2 as nlp_pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import channel_options
+from aisemble.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, CallFailure, Deadline, LazyChannel, call_failure
 from aisemble.vision.v1 import vision_service_pb2 as vision_pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.multimodal.matching import Match, find_mentions, phrases, terms_from
@@ -50,7 +46,7 @@ class MultimodalLimits:
     max_text_chars: int = 10_000
     default_timeout_s: float = 30.0  # for calls that come without a deadline
     mention_threshold: float = 0.7
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -95,66 +91,48 @@ class AllPartsFailedError(AisembleError):
 
     def __init__(self, failures: Sequence[PartError]) -> None:
         codes = {f.code for f in failures}
-        code = codes.pop() if len(codes) == 1 else grpc.StatusCode.UNAVAILABLE.value[0]
+        code = Code.of(codes.pop()) if len(codes) == 1 else Code.UNAVAILABLE
         detail = "; ".join(f"{f.part}: {f.message}" for f in failures)
         super().__init__(
             f"every part of the analysis failed: {detail}",
             metadata={f.part: f.reason or str(f.code) for f in failures},
-            retry_after_s=1.0 if code == grpc.StatusCode.UNAVAILABLE.value[0] else None,
+            retry_after_s=1.0 if code == Code.UNAVAILABLE else None,
         )
-        self.code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNAVAILABLE)
+        self.code = code
 
 
 class Upstreams:
-    """The channels to the vision and NLP services (or a gateway serving both), opened on first use.
+    """Where the composer sends its calls: the public VisionService and NlpService, through the gateway.
 
-    Channels are made lazily because a grpc.aio channel belongs to the event loop that makes it,
-    and the server is built before its loop runs.
+    Both composers (this one and the ensemble service) call the other areas through the gateway, so
+    that every part is resolved (names and `auto`), routed over replicas, cached and measured like
+    any other call. A deployment may point an area straight at its service (the same contract).
     """
 
-    def __init__(self, vision_target: str, nlp_target: str, max_message_bytes: int = 16 * 1024 * 1024) -> None:
-        self.vision_target = vision_target
-        self.nlp_target = nlp_target
-        self._options = channel_options(max_message_bytes)
-        self._channels: dict[str, aio.Channel] = {}
-
-    def _channel(self, target: str) -> aio.Channel:
-        if target not in self._channels:
-            self._channels[target] = aio.insecure_channel(target, options=self._options)
-        return self._channels[target]
+    def __init__(self, vision_target: str, nlp_target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self._vision = LazyChannel(vision_target, max_message_bytes)
+        self._nlp = self._vision if nlp_target == vision_target else LazyChannel(nlp_target, max_message_bytes)
 
     def vision(self) -> vision_service_pb2_grpc.VisionServiceStub:
         """A stub on the vision channel."""
-        return vision_service_pb2_grpc.VisionServiceStub(self._channel(self.vision_target))
+        return vision_service_pb2_grpc.VisionServiceStub(self._vision.channel)
 
     def nlp(self) -> nlp_service_pb2_grpc.NlpServiceStub:
         """A stub on the NLP channel."""
-        return nlp_service_pb2_grpc.NlpServiceStub(self._channel(self.nlp_target))
+        return nlp_service_pb2_grpc.NlpServiceStub(self._nlp.channel)
 
     async def close(self) -> None:
         """Close the channels."""
-        channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            await channel.close()
+        await self._vision.close()
+        await self._nlp.close()
 
 
 def _part_error(part: str, exc: BaseException) -> PartError:
-    if isinstance(exc, aio.AioRpcError):
-        reason = ""
-        raw = dict(exc.trailing_metadata() or ()).get(STATUS_DETAILS_KEY)
-        if isinstance(raw, bytes):
-            for detail in status_pb2.Status.FromString(raw).details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    reason = info.reason
-        return PartError(part, exc.code().value[0], reason, exc.details() or exc.code().name)
-    if isinstance(exc, asyncio.CancelledError):
-        return PartError(part, grpc.StatusCode.CANCELLED.value[0], "CANCELLED", "the call was cancelled")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return PartError(part, grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "DEADLINE_EXCEEDED", "timed out")
-    log.error("multimodal part %s failed unexpectedly", part, exc_info=exc)
-    return PartError(part, grpc.StatusCode.INTERNAL.value[0], "INTERNAL", f"{part} failed: {type(exc).__name__}")
+    failure = call_failure(exc)
+    if failure is None:
+        log.error("multimodal part %s failed unexpectedly", part, exc_info=exc)
+        failure = CallFailure(Code.INTERNAL, "INTERNAL", f"{part} failed: {type(exc).__name__}")
+    return PartError(part, failure.code, failure.reason, failure.message)
 
 
 class MultimodalComposer:
@@ -164,16 +142,17 @@ class MultimodalComposer:
         self.upstreams = upstreams
         self.limits = limits or MultimodalLimits()
 
-    async def analyze(self, request: AnalysisRequest, deadline: float | None = None, request_id: str = "") -> Analysis:
+    async def analyze(
+        self, request: AnalysisRequest, deadline: Deadline | None = None, metadata: Sequence[tuple[str, str]] = ()
+    ) -> Analysis:
         """Run the four parts in parallel, then match mentions; AllPartsFailedError when nothing succeeded.
 
-        deadline: time.monotonic() by which everything must be done (each call gets what is left of it).
+        deadline: by when everything must be done (each call gets what is left of it); metadata: the caller's,
+        passed on to every call.
         """
-        deadline = deadline if deadline is not None else time.monotonic() + self.limits.default_timeout_s
-        metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
-
-        def left() -> float:
-            return max(0.001, deadline - time.monotonic())
+        if deadline is None or deadline.at is None:
+            deadline = Deadline.after(self.limits.default_timeout_s)
+        left = deadline.timeout
 
         vision, nlp = self.upstreams.vision(), self.upstreams.nlp()
         detect = vision_pb.DetectRequest(model=request.detection_model, image=request.image)
@@ -215,7 +194,7 @@ class MultimodalComposer:
         text: str,
         analysis: Analysis,
         nlp: nlp_service_pb2_grpc.NlpServiceStub,
-        left: Any,
+        left: Callable[[], float | None],
         metadata: Any,
     ) -> list[Match]:
         class_names = [d.class_name for d in analysis.detection.detections] if analysis.detection else []

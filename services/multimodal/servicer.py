@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import math
-import time
 
 from grpc import aio
 
 from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
-from aisemble.interceptors import REQUEST_ID_KEY
 from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
+from aisemble.rpc.client import Deadline, forwardable_metadata
 from services.multimodal.composer import AUTO, AnalysisRequest, MultimodalComposer
 from services.multimodal.matching import DETECTION
 
 __all__ = ["MultimodalServicer"]
-
-
-def _request_id(context: aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str):
-            return value[:128]
-    return ""
 
 
 class MultimodalServicer(multimodal_service_pb2_grpc.MultimodalServiceServicer):
@@ -33,9 +25,8 @@ class MultimodalServicer(multimodal_service_pb2_grpc.MultimodalServiceServicer):
 
     async def Analyze(self, request: pb.AnalyzeRequest, context: aio.ServicerContext) -> pb.AnalyzeResponse:
         analysis_request = self._checked(request)
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + max(0.0, remaining)
-        analysis = await self.composer.analyze(analysis_request, deadline, _request_id(context))
+        metadata = [(k, v) for k, v in forwardable_metadata(context) if isinstance(v, str)]
+        analysis = await self.composer.analyze(analysis_request, Deadline.of(context), metadata)
         response = pb.AnalyzeResponse(
             mentions=[
                 pb.Mention(

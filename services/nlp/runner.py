@@ -10,17 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
-from aisemble.batching import BatchingConfig, DynamicBatcher
-from aisemble.config import ConfigError, ModelSpec
-from aisemble.errors import (
-    AisembleError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    ModelNotReadyError,
-)
-from aisemble.hosting import ModelHost, ModelState
-from aisemble.selection import Resolved
+from aisemble.config.models import ModelSpec
+from aisemble.config.schema import ConfigError
+from aisemble.errors import AisembleError, FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
+from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
+from aisemble.hosting.host import ModelHost, ModelState
+from aisemble.rpc.selection import Resolved
 from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 

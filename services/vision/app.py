@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aisemble.config import MeshConfig, ModelSpec
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
 from aisemble.environment import apply_offline_defaults
-from aisemble.follower import follow_registry_hooks
-from aisemble.hosting import ModelHost
-from aisemble.images import ImageLimits
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store import ModelStore, default_store_root
+from aisemble.hosting.follower import follow_registry_hooks
+from aisemble.hosting.host import ModelHost
+from aisemble.inputs.images import ImageLimits
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.store.model_store import ModelStore, default_store_root
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
 from services.vision.runner import VisionLimits, VisionRunner
 from services.vision.servicer import VisionServicer

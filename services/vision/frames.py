@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from aisemble.images import ImageInput
+from aisemble.inputs.images import ImageInput
 
 __all__ = ["BackpressurePolicy", "Frame", "FrameOutcome", "run_frames"]
 

@@ -10,8 +10,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from aisemble.admission import AdmissionControl
-from aisemble.backend import RequestContext
 from aisemble.errors import (
     FailedPreconditionError,
     FieldViolation,
@@ -19,9 +17,11 @@ from aisemble.errors import (
     ModelNotReadyError,
     NotFoundError,
 )
-from aisemble.hosting import ModelHost
-from aisemble.images import ImageInput, ImageLimits, encode_png, load_image
-from aisemble.selection import Resolved
+from aisemble.hosting.admission import AdmissionControl
+from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.host import ModelHost
+from aisemble.inputs.images import ImageInput, ImageLimits, encode_png, load_image
+from aisemble.rpc.selection import Resolved
 from services.vision.frames import BackpressurePolicy, Frame, FrameOutcome, run_frames
 from services.vision.types import (
     ClassificationRequest,

@@ -10,9 +10,9 @@ from grpc import aio
 
 from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
-from aisemble.images import ImageInput
-from aisemble.selection import MODEL_TRAILER, selection_message
-from aisemble.server import request_context
+from aisemble.inputs.images import ImageInput
+from aisemble.rpc.selection import MODEL_TRAILER, selection_message
+from aisemble.rpc.server import request_context
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.frames import BackpressurePolicy, Frame

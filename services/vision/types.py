@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aisemble.images import DecodedImage
+from aisemble.inputs.images import DecodedImage
 
 __all__ = [
     "Box",

@@ -19,7 +19,6 @@ from aisemble.ensemble.v1 import ensemble_service_pb2 as epb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2 as lpb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.mesh import available_services, wait_healthy
 from aisemble.multimodal.v1 import multimodal_service_pb2 as mpb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2 as npb
@@ -28,6 +27,7 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.vision.v1 import vision_service_pb2 as vpb
 from aisemble.vision.v1 import vision_service_pb2_grpc
+from entrypoints.launcher import available_services, wait_healthy
 from tests.assets.pictures import bus_jpg, encode, render_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def mesh(tmp_path_factory):
     env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "PYTHONUNBUFFERED": "1"}
     log = (folder / "mesh.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "aisemble.cli", "up"],
+        [sys.executable, "-m", "entrypoints.cli", "up"],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -164,7 +164,12 @@ def test_registry_and_status(mesh):
     assert models["smollm2-135m-onnx"].stats.request_count >= 1
     env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder)}
     status = subprocess.run(
-        [sys.executable, "-m", "aisemble.cli", "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "entrypoints.cli", "status"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert status.returncode == 0 and "smollm2-135m-onnx" in status.stdout and "SERVING" in status.stdout
 

@@ -7,7 +7,7 @@ import pytest
 
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.llm.app import build_server as build_llm_server
 from services.nlp.app import build_server as build_nlp_server
 
@@ -41,7 +41,7 @@ def write_registry(path, registry, names):
 
 def mesh_for(**services):
     """A MeshConfig whose services are at the given addresses (lists of host:port)."""
-    from aisemble.config import MeshConfig, ServiceEndpoint
+    from aisemble.config.mesh import MeshConfig, ServiceEndpoint
 
     return MeshConfig(
         gateway=ServiceEndpoint("gateway", ("127.0.0.1:0",)),
@@ -79,7 +79,7 @@ async def vision(registry, store, tmp_path_factory):
 
     Yields (server, VisionServiceStub, channel, image_root).
     """
-    from aisemble.images import ImageLimits
+    from aisemble.inputs.images import ImageLimits
     from aisemble.vision.v1 import vision_service_pb2_grpc
     from services.vision.app import build_server as build_vision_server
 

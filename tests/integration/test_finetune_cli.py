@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from aisemble.cli import main
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
+from entrypoints.cli import main
 from tests.integration.test_finetune_errors import DATASET, start_mesh
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ import pytest
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig
-from aisemble.store import ModelStore
+from aisemble.rpc.server import AisembleServer, ServerConfig
+from aisemble.store.model_store import ModelStore
 from gateway.app import build_server as build_gateway
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits

@@ -17,7 +17,7 @@ import pytest
 
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2 as rpb
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits
 from tests.integration.test_finetune_errors import (
@@ -107,8 +107,8 @@ async def test_cancel_stops_the_worker_promptly_and_leaves_nothing(start_server,
 _SERVICE = """
 import asyncio, sys
 from pathlib import Path
-from aisemble.server import ServerConfig
-from aisemble.store import ModelStore
+from aisemble.rpc.server import ServerConfig
+from aisemble.store.model_store import ModelStore
 from services.finetune.app import build_server
 from services.finetune.runner import FineTuneLimits
 

@@ -14,7 +14,7 @@ from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details

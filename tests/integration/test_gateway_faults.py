@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2
 
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.mesh import wait_healthy
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from entrypoints.launcher import wait_healthy
 from gateway.app import build_server as build_gateway
 from gateway.registry import write_models_file
 from tests.conftest import status_details
@@ -95,7 +95,7 @@ def llm_process(registry, tmp_path):
     )
     env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(config_dir)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "aisemble.cli", "serve", "llm", "--metrics-port", "-1"],
+        [sys.executable, "-m", "entrypoints.cli", "serve", "llm", "--metrics-port", "-1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -13,11 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 import pytest
 
-from aisemble.backend import RequestContext
 from aisemble.errors import ResourceExhaustedError
+from aisemble.hosting.backend import RequestContext
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.llm.app import build_server
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.types import ChatTurn, FinishReason, GenerationRequest, SamplingParams

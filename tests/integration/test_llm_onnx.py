@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aisemble.backend import RequestContext
+from aisemble.hosting.backend import RequestContext
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
 

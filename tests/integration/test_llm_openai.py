@@ -7,10 +7,10 @@ import logging
 import grpc
 import pytest
 
-from aisemble.config import model_from_mapping
+from aisemble.config.models import model_from_mapping
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.llm.app import build_server
 from tests.conftest import status_details
 from tests.openai_compat import OpenAICompatibleServer

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig
+from aisemble.rpc.server import AisembleServer, ServerConfig
 from services.llm.app import build_server
 from services.llm.runner import LlmLimits
 from tests.conftest import status_details

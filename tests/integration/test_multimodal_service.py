@@ -12,7 +12,7 @@ from PIL import Image
 from aisemble.common.v1 import common_pb2
 from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.multimodal.app import build_server
 from tests.assets.pictures import bus_jpg, encode, render_line
 from tests.conftest import status_details

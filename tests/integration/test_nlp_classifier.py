@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import ServerConfig
-from aisemble.store import BuildContext, ModelStore, PrepareAction, Recipe
+from aisemble.rpc.server import ServerConfig
+from aisemble.store.model_store import BuildContext, ModelStore, PrepareAction, Recipe
 from services.nlp.app import build_server
 from tests.conftest import status_details
 

@@ -8,10 +8,10 @@ import dataclasses
 import grpc
 import pytest
 
-from aisemble.batching import BatchingConfig
+from aisemble.hosting.batching import BatchingConfig
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.nlp.app import build_server
 from services.nlp.runner import NlpLimits
 from tests.conftest import status_details

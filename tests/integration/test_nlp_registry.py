@@ -10,7 +10,7 @@ import pytest
 
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.nlp.app import build_server
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from aisemble.backend import ENTRY_POINT_GROUP, known_providers, resolve_backend_class
-from aisemble.config import ConfigError, load_models
+from aisemble.config.models import load_models
+from aisemble.config.schema import ConfigError
+from aisemble.hosting.backend import resolve_backend_class
+from aisemble.hosting.catalogue import ENTRY_POINT_GROUP, known_providers
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from services.llm.app import build_server
 
 PLUGIN = Path(__file__).resolve().parent.parent / "plugins" / "aisemble-reverse-backend"

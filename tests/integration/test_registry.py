@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config import load_models
+from aisemble.config.models import load_models
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
 from tests.integration.conftest import mesh_for, write_registry
@@ -170,7 +170,7 @@ async def test_watch_sees_changes(registry_stub):
 WRITER = textwrap.dedent(
     """
     import sys
-    from aisemble.config import model_from_mapping
+    from aisemble.config.models import model_from_mapping
     from gateway.registry import write_models_file
     path = sys.argv[1]
     i = 0

@@ -13,7 +13,7 @@ from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from services.llm.app import build_server as build_llm
 from tests.integration.conftest import mesh_for, write_registry

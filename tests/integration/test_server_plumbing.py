@@ -13,16 +13,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aisemble.config import model_from_mapping
+from aisemble.config.models import model_from_mapping
 from aisemble.ensemble.v1 import ensemble_service_pb2, ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError, ResourceExhaustedError
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
-from aisemble.hosting import ModelHost
+from aisemble.hosting.host import ModelHost
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
-from aisemble.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
 from tests.conftest import status_details
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aisemble.recipes import LANGID, MINILM_L6, RECIPES, SMOLLM2_135M_INSTRUCT
-from aisemble.store import ModelStore, PrepareAction
+from aisemble.store.model_store import ModelStore, PrepareAction
+from aisemble.store.recipes import LANGID, MINILM_L6, RECIPES, SMOLLM2_135M_INSTRUCT
 
 
 @pytest.fixture(scope="session")

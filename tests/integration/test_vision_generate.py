@@ -14,8 +14,8 @@ import grpc
 import pytest
 from PIL import Image, ImageDraw
 
-from aisemble.config import model_from_mapping
-from aisemble.server import ServerConfig
+from aisemble.config.models import model_from_mapping
+from aisemble.rpc.server import ServerConfig
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server

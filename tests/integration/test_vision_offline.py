@@ -30,10 +30,10 @@ PROBE = textwrap.dedent(
 
     socket.socket.connect, socket.getaddrinfo, subprocess.Popen.__init__ = connect, getaddrinfo, popen
 
-    from aisemble.backend import RequestContext, create_backend
-    from aisemble.config import load_models
-    from aisemble.images import ImageLimits, decode_image
-    from aisemble.store import ModelStore, default_store_root
+    from aisemble.hosting.backend import RequestContext, create_backend
+    from aisemble.config.models import load_models
+    from aisemble.inputs.images import ImageLimits, decode_image
+    from aisemble.store.model_store import ModelStore, default_store_root
     from services.vision.types import DetectionRequest
     from tests.assets.pictures import bus_jpg
 

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config import model_from_mapping
+from aisemble.config.models import model_from_mapping
 from aisemble.environment import apply_offline_defaults
-from aisemble.server import ServerConfig
-from aisemble.store import ModelStore
+from aisemble.rpc.server import ServerConfig
+from aisemble.store.model_store import ModelStore
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aisemble.common.v1 import common_pb2
-from aisemble.server import ServerConfig
+from aisemble.rpc.server import ServerConfig
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.app import build_server

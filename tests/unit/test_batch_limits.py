@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from aisemble.config import load_models
+from aisemble.config.models import load_models
 from aisemble.errors import FailedPreconditionError
 from services.llm.backends.onnx_backend import OnnxLlmBackend
 from services.llm.scheduler import BatchLimits

@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from aisemble.backend import RequestContext
-from aisemble.batching import BatchingConfig, DynamicBatcher
 from aisemble.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -18,6 +16,8 @@ from aisemble.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
 
 
 class Recorder:

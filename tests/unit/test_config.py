@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from aisemble.config import ConfigError, load_mesh, load_models, model_from_mapping, model_to_mapping
+from aisemble.config.mesh import load_mesh
+from aisemble.config.models import load_models, model_from_mapping, model_to_mapping
+from aisemble.config.schema import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -2,14 +2,8 @@
 
 from google.rpc import code_pb2, error_details_pb2
 
-from aisemble.errors import (
-    FieldViolation,
-    InvalidArgumentError,
-    ModelNotFoundError,
-    ResourceExhaustedError,
-    internal_status,
-    to_rpc_status,
-)
+from aisemble.errors import FieldViolation, InvalidArgumentError, ModelNotFoundError, ResourceExhaustedError
+from aisemble.rpc.status import internal_status, to_rpc_status
 
 
 def _unpack(status, kind):

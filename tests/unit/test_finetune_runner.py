@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from aisemble.config import ModelSpec, model_to_mapping
+from aisemble.config.models import ModelSpec, model_to_mapping
 from aisemble.errors import FailedPreconditionError, ResourceExhaustedError
-from aisemble.store import BuildContext, ModelStore, Recipe
+from aisemble.store.model_store import BuildContext, ModelStore, Recipe
 from services.finetune.examples import write_examples
 from services.finetune.journal import JobJournal
 from services.finetune.runner import FineTuneLimits, JobRequest, JobRunner

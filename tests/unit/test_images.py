@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from aisemble.errors import AisembleError
-from aisemble.images import DecodedImage, ImageInput, ImageLimits, decode_image, encode_png, load_image, read_image_uri
+from aisemble.inputs.images import (
+    DecodedImage,
+    ImageInput,
+    ImageLimits,
+    decode_image,
+    encode_png,
+    load_image,
+    read_image_uri,
+)
 from tests.assets.pictures import encode, png_bomb, render_line
 
 LIMITS = ImageLimits()
@@ -19,7 +27,7 @@ LIMITS = ImageLimits()
 def _fails(code: grpc.StatusCode, call, *args, contains: str = "") -> AisembleError:
     with pytest.raises(AisembleError) as caught:
         call(*args)
-    assert caught.value.code == code, caught.value.message
+    assert caught.value.code.name == code.name, caught.value.message
     assert contains in caught.value.message, caught.value.message
     return caught.value
 
@@ -197,12 +205,14 @@ def test_encode_png_round_trip():
 
 
 def test_decoding_ignores_the_pil_patch_of_ultralytics():
-    import aisemble.images
+    import aisemble.inputs.images
     from aisemble.environment import apply_offline_defaults
 
     apply_offline_defaults()
     import ultralytics.utils.patches  # noqa: F401 - replaces PIL.Image.open on import
 
-    assert Image.open is not aisemble.images._PIL_OPEN
-    assert aisemble.images._unpatched_open() is aisemble.images._PIL_OPEN  # also when imported after Ultralytics
+    assert Image.open is not aisemble.inputs.images._PIL_OPEN
+    assert (
+        aisemble.inputs.images._unpatched_open() is aisemble.inputs.images._PIL_OPEN
+    )  # also when imported after Ultralytics
     _fails(grpc.StatusCode.INVALID_ARGUMENT, decode_image, b"plain text " * 20, LIMITS, contains="not a JPEG")

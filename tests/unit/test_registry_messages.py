@@ -2,8 +2,8 @@
 
 import pytest
 
-from aisemble.config import load_models
-from aisemble.registry_messages import model_to_proto, spec_from_proto
+from aisemble.config.models import load_models
+from aisemble.rpc.registry_messages import model_to_proto, spec_from_proto
 
 REGISTRY = load_models()
 

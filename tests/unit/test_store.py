@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from aisemble import store as store_module
-from aisemble.store import (
+from aisemble.store import model_store as store_module
+from aisemble.store.model_store import (
     MANIFEST_NAME,
     ArtifactMissingError,
     ArtifactState,
@@ -354,7 +354,7 @@ def test_manifest_round_trip_and_validation(tmp_path: Path, fake_package: Path) 
 
 def test_default_store_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("AISEMBLE_MODEL_STORE", raising=False)
-    repo = Path(store_module.__file__).resolve().parent.parent
+    repo = Path(store_module.__file__).resolve().parents[2]
     assert default_store_root() == repo / ".aisemble" / "models"
 
     monkeypatch.setenv("AISEMBLE_MODEL_STORE", str(tmp_path / "elsewhere"))
@@ -363,12 +363,12 @@ def test_default_store_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_default_recipes_are_registered_without_heavy_imports() -> None:
     code = (
-        "import sys, aisemble.store, aisemble.recipes as r\n"
+        "import sys, aisemble.store.model_store, aisemble.store.recipes as r\n"
         "heavy = [m for m in ('torch', 'transformers', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "print(' '.join(r.RECIPES))\n"
     )
-    repo = Path(store_module.__file__).resolve().parent.parent
+    repo = Path(store_module.__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env)
     assert run.returncode == 0, run.stderr

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.sampling import Sampler
 from services.llm.scheduler import BatchLimits, ContinuousBatcher

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
 from aisemble.errors import FailedPreconditionError
+from aisemble.store.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
 from services.llm.backends.local import LocalDecoderBackend
 
 __all__ = ["OnnxLlmBackend"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import AisembleError
-from aisemble.openai_client import make_client, map_openai_error
+from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.openai_client import make_client, map_openai_error
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["OpenAIBackend"]

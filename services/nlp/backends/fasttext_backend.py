@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.nlp.types import LanguageGuess, LanguageQuery
 
 __all__ = ["UNDETERMINED", "FastTextBackend"]

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.nlp.types import Encoded
 
 __all__ = ["ENCODER_INPUTS", "OnnxEncoderBackend"]

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError
-from aisemble.store import MANIFEST_NAME, ModelStore
+from aisemble.store.model_store import MANIFEST_NAME, ModelStore
 
 __all__ = ["ModelFiles", "model_files"]
 

@@ -7,8 +7,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError, ModelNotReadyError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.vision.backends.artifacts import model_files
 from services.vision.backends.onnx_detector import onnx_session
 from services.vision.types import ClassificationRequest, ClassificationResult

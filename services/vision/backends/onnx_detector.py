@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import FailedPreconditionError, ModelNotReadyError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.vision.backends.artifacts import model_files
 from services.vision.types import Box, Detection, DetectionParams, DetectionRequest, DetectionResult
 from services.vision.yolo import decode_yolov8, letterbox, to_input_tensor

@@ -6,9 +6,9 @@ import base64
 import binascii
 from typing import Any
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.errors import AisembleError, FieldViolation, InvalidArgumentError, UnavailableError
-from aisemble.openai_client import make_client, map_openai_error
+from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.openai_client import make_client, map_openai_error
 from services.vision.types import GeneratedImage, ImageGenerationRequest, ImageGenerationResult
 
 __all__ = ["OpenAIImagesBackend", "sniff_mime_type"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from aisemble.backend import Backend, RequestContext
 from aisemble.environment import apply_offline_defaults
 from aisemble.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
+from aisemble.hosting.backend import Backend, RequestContext
 from services.vision.backends.artifacts import model_files
 from services.vision.types import (
     Box,

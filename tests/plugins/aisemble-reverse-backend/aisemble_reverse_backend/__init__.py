@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from aisemble.backend import Backend, RequestContext
+from aisemble.hosting.backend import Backend, RequestContext
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["ReverseBackend"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aisemble.backend import Backend
 from aisemble.common.v1 import common_pb2
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
+from aisemble.hosting.backend import Backend
 
 __all__ = ["MODEL_TRAILER", "Resolved", "selection_message"]
 

@@ -347,7 +347,7 @@ def default_store_root() -> Path:
     env = os.environ.get("AISEMBLE_MODEL_STORE")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / ".aisemble" / "models"
+    return Path(__file__).resolve().parents[2] / ".aisemble" / "models"
 
 
 def package_dir(module: str, requirement: str | None = None) -> Path:
@@ -428,7 +428,7 @@ class ModelStore:
         self.root = Path(root).expanduser().resolve()
         if recipes is None:
             # Imported here, not at the top: aisemble.recipes builds on the types of this module.
-            from aisemble.recipes import RECIPES
+            from aisemble.store.recipes import RECIPES
 
             recipes = RECIPES
         self.recipes: Mapping[str, Recipe] = recipes

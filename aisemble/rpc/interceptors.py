@@ -14,17 +14,14 @@ import grpc
 from google.rpc import status_pb2
 from grpc import aio
 
-from aisemble.errors import AisembleError, internal_status, to_rpc_status
-from aisemble.metrics import RpcMetrics
+from aisemble.errors import AisembleError
+from aisemble.rpc.client import REQUEST_ID_KEY
+from aisemble.rpc.metrics import RpcMetrics
+from aisemble.rpc.status import STATUS_DETAILS_KEY, grpc_code, internal_status, to_rpc_status
 
-__all__ = ["REQUEST_ID_KEY", "STATUS_DETAILS_KEY", "ErrorAndMetricsInterceptor"]
+__all__ = ["ErrorAndMetricsInterceptor"]
 
 log = logging.getLogger(__name__)
-
-#: Metadata key carrying a serialised google.rpc.Status (the gRPC rich error model).
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-#: Metadata key of the request id: taken from the caller when given, else made here; echoed in trailers.
-REQUEST_ID_KEY = "x-request-id"
 
 
 def _request_id(context: aio.ServicerContext) -> str:
@@ -35,7 +32,7 @@ def _request_id(context: aio.ServicerContext) -> str:
 
 
 async def _abort(context: aio.ServicerContext, status: status_pb2.Status) -> None:
-    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    code = grpc_code(status.code)
     trailers = (*tuple(context.trailing_metadata() or ()), (STATUS_DETAILS_KEY, status.SerializeToString()))
     await context.abort(code, status.message, trailing_metadata=trailers)
 

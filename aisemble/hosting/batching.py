@@ -11,8 +11,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from aisemble.backend import RequestContext
 from aisemble.errors import AisembleError, InternalError, ResourceExhaustedError, UnavailableError
+from aisemble.hosting.backend import RequestContext
 
 __all__ = ["BatchFunction", "BatchStats", "BatchingConfig", "DynamicBatcher"]
 

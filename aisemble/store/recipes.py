@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aisemble.store import BuildContext, Recipe, RecipeError
+from aisemble.store.model_store import BuildContext, Recipe, RecipeError
 
 __all__ = [
     "DOC_ORIENTATION",
@@ -632,7 +632,7 @@ SMOLLM2_135M_INSTRUCT_ONNX = "smollm2-135m-instruct-onnx"
 def _build_smollm2_onnx(ctx: BuildContext) -> dict[str, Any]:
     with _quiet_transformers(ctx.progress), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from aisemble.causal_lm_export import export_causal_lm
+        from aisemble.store.causal_lm_export import export_causal_lm
 
         return export_causal_lm(ctx.artifacts[SMOLLM2_135M_INSTRUCT], ctx.out_dir)
 

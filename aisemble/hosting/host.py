@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health_pb2
 
-from aisemble.backend import Backend, create_backend
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.errors import AisembleError, ModelNotFoundError, ModelNotReadyError
+from aisemble.hosting.backend import Backend, create_backend
 
 if TYPE_CHECKING:
-    from aisemble.store import ModelStore
+    from aisemble.store.model_store import ModelStore
 
 __all__ = ["HealthSetter", "HostedModel", "ModelHost", "ModelState"]
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from google.protobuf import json_format
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config import TASKS, ModelSpec, model_from_mapping
+from aisemble.config.models import TASKS, ModelSpec, model_from_mapping
 from aisemble.registry.v1 import registry_service_pb2 as pb
 
 __all__ = ["TASK_FROM_PROTO", "TASK_TO_PROTO", "Figures", "model_to_proto", "spec_from_proto"]

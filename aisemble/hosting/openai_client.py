@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aisemble.config import ModelSpec
+from aisemble.config.models import ModelSpec
 from aisemble.errors import (
     AisembleError,
     DeadlineExceededError,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import TypeVar
 
-from aisemble.backend import RequestContext
+from aisemble.hosting.backend import RequestContext
 
 __all__ = ["iterate_in_thread"]
 

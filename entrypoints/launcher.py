@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aisemble.config import MeshConfig, ModelSpec
+from aisemble.config.mesh import MeshConfig
+from aisemble.config.models import ModelSpec
 
 __all__ = ["SERVICE_APPS", "MeshProcess", "available_services", "run_mesh", "wait_healthy"]
 
@@ -66,7 +67,7 @@ def wait_healthy(address: str, timeout_s: float, service: str = "") -> bool:
 
 
 def _spawn(service: str, address: str, metrics_port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "aisemble.cli", "serve", service, "--address", address]
+    command = [sys.executable, "-m", "entrypoints.cli", "serve", service, "--address", address]
     if metrics_port >= 0:
         command += ["--metrics-port", str(metrics_port)]
     return subprocess.Popen(command, env=os.environ.copy(), cwd=Path(__file__).resolve().parent.parent)

@@ -13,18 +13,17 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aisemble.backend import RequestContext
-from aisemble.hosting import ModelHost
-from aisemble.interceptors import ErrorAndMetricsInterceptor
-from aisemble.metrics import RpcMetrics, serve_metrics
-from aisemble.telemetry import configure_tracing
+from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.host import ModelHost
+from aisemble.rpc.client import server_keepalive_options
+from aisemble.rpc.interceptors import ErrorAndMetricsInterceptor
+from aisemble.rpc.metrics import RpcMetrics, serve_metrics
+from aisemble.rpc.telemetry import configure_tracing
 
 __all__ = [
     "AisembleServer",
     "ServerConfig",
     "ServiceBinding",
-    "channel_options",
-    "forwardable_metadata",
     "request_context",
 ]
 
@@ -94,6 +93,7 @@ class AisembleServer:
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *server_keepalive_options(),
             *self.config.extra_options,
         ]
         return aio.server(
@@ -172,14 +172,6 @@ class AisembleServer:
         await self.stop()
 
 
-def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, object]]:
-    """Client channel options matching the server limits."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
-
-
 def request_context(context: aio.ServicerContext, request_id: str = "") -> RequestContext:
     """The backend-facing view of an RPC: its deadline (monotonic) and a cancellation flag set when it ends."""
     remaining = context.time_remaining()
@@ -189,16 +181,3 @@ def request_context(context: aio.ServicerContext, request_id: str = "") -> Reque
     )
     context.add_done_callback(lambda _call: ctx.cancelled.set())
     return ctx
-
-
-#: Metadata that belongs to one hop and is not forwarded.
-_HOP_BY_HOP = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
-
-
-def forwardable_metadata(context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
-    """The caller's metadata that passes through to the service (request ids, auth, tracing)."""
-    return [
-        (key, value)
-        for key, value in context.invocation_metadata() or ()
-        if key not in _HOP_BY_HOP and not key.startswith(":") and not key.startswith("grpc-")
-    ]

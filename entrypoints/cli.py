@@ -28,7 +28,7 @@ def _command(name: str) -> Callable[[Command], Command]:
 
 @_command("models.prepare")
 def _models_prepare(args: argparse.Namespace) -> int:
-    from aisemble.store import ModelStore, default_store_root
+    from aisemble.store.model_store import ModelStore, default_store_root
 
     store = ModelStore(args.store or default_store_root())
     results = store.prepare(args.artifacts or None, force=args.force, progress=not args.quiet)
@@ -43,7 +43,7 @@ def _models_prepare(args: argparse.Namespace) -> int:
 
 @_command("models.status")
 def _models_status(args: argparse.Namespace) -> int:
-    from aisemble.store import ModelStore, default_store_root
+    from aisemble.store.model_store import ModelStore, default_store_root
 
     store = ModelStore(args.store or default_store_root())
     rows = store.status(deep=args.deep)
@@ -56,9 +56,10 @@ def _models_status(args: argparse.Namespace) -> int:
 
 @_command("serve")
 def _serve(args: argparse.Namespace) -> int:
-    from aisemble.config import load_mesh, load_models
-    from aisemble.mesh import SERVICE_APPS
-    from aisemble.server import ServerConfig
+    from aisemble.config.mesh import load_mesh
+    from aisemble.config.models import load_models
+    from aisemble.rpc.server import ServerConfig
+    from entrypoints.launcher import SERVICE_APPS
 
     mesh = load_mesh()
     endpoint = mesh.gateway if args.service == "gateway" else mesh.services.get(args.service)
@@ -86,8 +87,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 @_command("up")
 def _up(args: argparse.Namespace) -> int:
-    from aisemble.config import load_mesh, load_models
-    from aisemble.mesh import run_mesh
+    from aisemble.config.mesh import load_mesh
+    from aisemble.config.models import load_models
+    from entrypoints.launcher import run_mesh
 
     return run_mesh(load_mesh(), load_models(), start_timeout_s=args.start_timeout)
 
@@ -110,7 +112,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _default_target() -> str:
-    from aisemble.config import load_mesh
+    from aisemble.config.mesh import load_mesh
 
     return load_mesh().gateway.addresses[0]
 

@@ -1,52 +1,22 @@
-"""The backend interface every model runtime implements, and discovery of built-in and plugin backends."""
+"""The backend interface every model runtime implements, and how a registry entry finds its backend class."""
 
 from __future__ import annotations
 
 import abc
-import importlib
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aisemble.errors import CancelledError, DeadlineExceededError, FailedPreconditionError
+from aisemble.hosting.catalogue import backend_entry_point
 
 if TYPE_CHECKING:
-    from aisemble.config import ModelSpec
-    from aisemble.store import ModelStore
+    from aisemble.config.models import ModelSpec
+    from aisemble.store.model_store import ModelStore
 
-__all__ = [
-    "BUILTIN_BACKENDS",
-    "ENTRY_POINT_GROUP",
-    "Backend",
-    "RequestContext",
-    "create_backend",
-    "known_providers",
-    "resolve_backend_class",
-]
-
-#: Third-party packages add backends under this entry-point group: `name = "module:Class"`,
-#: where the name is the provider used in configs/models.yaml and Class subclasses Backend.
-ENTRY_POINT_GROUP = "aisemble.backends"
-
-#: (task, provider) -> "module:Class" for the backends that ship with Ai-semble. Imported lazily,
-#: so a service only imports the runtimes (torch, onnxruntime, ...) of the models it hosts.
-BUILTIN_BACKENDS: dict[tuple[str, str], str] = {
-    ("text-generation", "transformers"): "services.llm.backends.transformers_backend:TransformersBackend",
-    ("text-generation", "onnxruntime"): "services.llm.backends.onnx_backend:OnnxLlmBackend",
-    ("text-generation", "openai"): "services.llm.backends.openai_backend:OpenAIBackend",
-    ("embedding", "onnxruntime"): "services.nlp.backends.onnx_encoder:OnnxEncoderBackend",
-    ("text-classification", "onnxruntime"): "services.nlp.backends.onnx_encoder:OnnxEncoderBackend",
-    ("language-detection", "fasttext"): "services.nlp.backends.fasttext_backend:FastTextBackend",
-    ("object-detection", "ultralytics"): "services.vision.backends.ultralytics_backend:UltralyticsBackend",
-    ("object-detection", "onnxruntime"): "services.vision.backends.onnx_detector:OnnxDetectorBackend",
-    ("image-segmentation", "ultralytics"): "services.vision.backends.ultralytics_backend:UltralyticsBackend",
-    ("ocr", "rapidocr"): "services.vision.backends.rapidocr_backend:RapidOcrBackend",
-    ("image-classification", "onnxruntime"): "services.vision.backends.onnx_classifier:OnnxImageClassifierBackend",
-    ("image-generation", "openai"): "services.vision.backends.openai_images:OpenAIImagesBackend",
-}
+__all__ = ["Backend", "RequestContext", "create_backend", "resolve_backend_class"]
 
 
 @dataclass
@@ -115,34 +85,9 @@ class Backend(abc.ABC):
         """Release memory and handles. Called once at unload."""
 
 
-def _load_class(target: str) -> type[Backend]:
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise TypeError(f"{target} is not a subclass of aisemble.backend.Backend")
-    return cls
-
-
-def _plugin_entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def known_providers() -> dict[str, set[str]]:
-    """provider -> the tasks it is known for ("*" for plugins, whose tasks are known once imported)."""
-    providers: dict[str, set[str]] = {}
-    for task, provider in BUILTIN_BACKENDS:
-        providers.setdefault(provider, set()).add(task)
-    for name in _plugin_entry_points():
-        providers.setdefault(name, set()).add("*")
-    return providers
-
-
 def resolve_backend_class(task: str, provider: str) -> type[Backend]:
-    """The Backend class for a task and provider: built-ins first, then the entry-point plugins."""
-    target = BUILTIN_BACKENDS.get((task, provider))
-    if target is not None:
-        return _load_class(target)
-    entry_point = _plugin_entry_points().get(provider)
+    """The Backend class for a task and provider, from the `aisemble.backends` entry points (built-in or plugin)."""
+    entry_point = backend_entry_point(task, provider)
     if entry_point is None:
         raise FailedPreconditionError(
             f"no backend for provider '{provider}' and task '{task}'",
@@ -152,7 +97,8 @@ def resolve_backend_class(task: str, provider: str) -> type[Backend]:
     cls = entry_point.load()
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise FailedPreconditionError(
-            f"entry point '{provider}' ({entry_point.value}) is not an aisemble Backend", reason="BACKEND_INVALID"
+            f"entry point '{entry_point.name}' ({entry_point.value}) is not an aisemble Backend",
+            reason="BACKEND_INVALID",
         )
     if task not in cls.tasks:
         raise FailedPreconditionError(

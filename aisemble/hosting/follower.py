@@ -9,13 +9,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from grpc import aio
 
-from aisemble.config import ConfigError
-from aisemble.hosting import ModelHost
+from aisemble.config.schema import ConfigError
+from aisemble.hosting.host import ModelHost
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.registry_messages import spec_from_proto
+from aisemble.rpc.client import open_channel
+from aisemble.rpc.registry_messages import spec_from_proto
 
 __all__ = ["RegistryFollower", "follow_registry_hooks"]
 
@@ -53,7 +53,7 @@ class RegistryFollower:
         delay = 0.5
         while True:
             try:
-                async with aio.insecure_channel(self.target) as channel:
+                async with open_channel(self.target) as channel:
                     stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
                     call = stub.WatchModels(rpb.WatchModelsRequest(send_current_models=True))
                     current = {m.name for m in (await stub.ListModels(rpb.ListModelsRequest())).models}

@@ -1,0 +1,1 @@
+"""Config schemas: the registry (models), the mesh layout, and what they share (schema)."""

@@ -1,0 +1,96 @@
+"""The mesh layout (configs/mesh.yaml): who listens where, replicas, and the shared limits."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aisemble.config.models import SERVICES
+from aisemble.config.schema import CONFIG_DIR, ConfigError, integer, non_negative_number, read_yaml
+
+__all__ = ["MeshConfig", "ServiceEndpoint", "load_mesh"]
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    """Where one mesh service (or the gateway) listens."""
+
+    name: str
+    addresses: tuple[str, ...]
+    metrics_port: int = -1
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """The mesh layout: the gateway, each service's replicas, and the shared limits."""
+
+    gateway: ServiceEndpoint
+    services: Mapping[str, ServiceEndpoint]
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_rpcs: int = 256
+    grace_s: float = 10.0
+
+
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+def _endpoint(path: Path, name: str, raw: Any) -> ServiceEndpoint:
+    where = f"{path}: service '{name}'"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    unknown = set(raw) - {"address", "addresses", "metrics_port"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown fields {sorted(unknown)}")
+    addresses = raw.get("addresses", [raw["address"]] if "address" in raw else [])
+    if not isinstance(addresses, list) or not addresses:
+        raise ConfigError(f"{where}: field 'addresses': must be a non-empty list of host:port")
+    for address in addresses:
+        if not isinstance(address, str) or not _ADDRESS.match(address):
+            raise ConfigError(f"{where}: field 'addresses': {address!r} is not host:port")
+    metrics_port = raw.get("metrics_port", -1)
+    if isinstance(metrics_port, bool) or not isinstance(metrics_port, int) or not -1 <= metrics_port <= 65535:
+        raise ConfigError(f"{where}: field 'metrics_port': must be a port number, or -1 for none")
+    return ServiceEndpoint(name=name, addresses=tuple(addresses), metrics_port=metrics_port)
+
+
+def load_mesh(path: Path | None = None) -> MeshConfig:
+    """Read and validate mesh.yaml; AISEMBLE_GATEWAY_ADDR overrides the gateway address."""
+    path = path or CONFIG_DIR / "mesh.yaml"
+    document = read_yaml(path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    unknown = set(document) - {"gateway", "services", "limits"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    gateway = _endpoint(path, "gateway", document.get("gateway"))
+    if os.environ.get("AISEMBLE_GATEWAY_ADDR"):
+        gateway = ServiceEndpoint("gateway", (os.environ["AISEMBLE_GATEWAY_ADDR"],), gateway.metrics_port)
+    raw_services = document.get("services") or {}
+    if not isinstance(raw_services, dict):
+        raise ConfigError(f"{path}: 'services' must be a mapping of service name to addresses")
+    services = {}
+    for name, raw in raw_services.items():
+        if name not in SERVICES:
+            raise ConfigError(f"{path}: service '{name}': not one of {', '.join(SERVICES)}")
+        services[name] = _endpoint(path, name, raw)
+    limits = document.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{path}: 'limits' must be a mapping")
+    known_limits = {
+        "max_message_bytes": integer(1024),
+        "max_concurrent_rpcs": integer(1),
+        "grace_s": non_negative_number,
+    }
+    values: dict[str, Any] = {}
+    for key, raw in limits.items():
+        if key not in known_limits:
+            raise ConfigError(f"{path}: limits: unknown field '{key}'; known: {', '.join(known_limits)}")
+        try:
+            values[key] = known_limits[key](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: limits: field '{key}': {exc}") from None
+    return MeshConfig(gateway=gateway, services=services, **values)
