@@ -198,6 +198,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from aisemble.registry.v1 import registry_service_pb2 as rpb
     from aisemble.registry.v1 import registry_service_pb2_grpc
+    from aisemble.rpc.registry_messages import TASK_FROM_PROTO
 
     target = args.address or _default_target()
     with grpc.insecure_channel(target) as channel:
@@ -212,7 +213,7 @@ def _status(args: argparse.Namespace) -> int:
     for model in models:
         stats = model.stats
         health = rpb.ModelHealth.Name(model.health).removeprefix("MODEL_HEALTH_")
-        task = common_task_name(model.task)
+        task = TASK_FROM_PROTO.get(model.task, "unknown")
         p50 = stats.latency_p50.ToNanoseconds() / 1e6
         p95 = stats.latency_p95.ToNanoseconds() / 1e6
         print(
@@ -233,13 +234,6 @@ def _finetune(args: argparse.Namespace) -> int:
     from services.finetune.client import run
 
     return run(args, args.address or _default_target())
-
-
-def common_task_name(task: int) -> str:
-    """The registry spelling of a common.v1.Task value."""
-    from aisemble.common.v1 import common_pb2
-
-    return common_pb2.Task.Name(task).removeprefix("TASK_").lower().replace("_", "-")
 
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -19,11 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 
-__all__ = ["SERVICE_APPS", "MeshProcess", "available_services", "run_mesh", "wait_healthy"]
+__all__ = ["SERVICE_APPS", "MeshProcess", "run_mesh", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
-#: service name -> the module whose `build_server(...)` builds it. Services not written yet are skipped.
+#: service name -> the module whose `build_server(...)` builds it.
 SERVICE_APPS = {
     "llm": "services.llm.app",
     "nlp": "services.nlp.app",
@@ -33,11 +31,6 @@ SERVICE_APPS = {
     "finetune": "services.finetune.app",
     "gateway": "gateway.app",
 }
-
-
-def available_services() -> list[str]:
-    """Services whose code exists in this checkout."""
-    return [name for name, module in SERVICE_APPS.items() if importlib.util.find_spec(module) is not None]
 
 
 @dataclass
@@ -74,22 +67,14 @@ def _spawn(service: str, address: str, metrics_port: int) -> subprocess.Popen[by
 
 
 def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: float = 600.0) -> int:
-    """Start every available service replica, then the gateway; wait for Ctrl-C / SIGTERM; stop all."""
-    available = set(available_services())
+    """Start every service replica of the mesh, then the gateway; wait for Ctrl-C / SIGTERM; stop all."""
     plan: list[tuple[str, str, int, tuple[str, ...]]] = []
     for name, endpoint in mesh.services.items():
         hosted = tuple(m.name for m in models.values() if m.service == name)
-        if name not in available:
-            log.warning("service %s is not implemented in this checkout; skipped", name)
-            continue
         for index, address in enumerate(endpoint.addresses):
             port = endpoint.metrics_port + index if endpoint.metrics_port >= 0 else -1
             plan.append((name, address, port, hosted))
-    if "gateway" in available:
-        plan.append(("gateway", mesh.gateway.addresses[0], mesh.gateway.metrics_port, ()))
-    if not plan:
-        print("nothing to start: no service is implemented yet", file=sys.stderr)
-        return 1
+    plan.append(("gateway", mesh.gateway.addresses[0], mesh.gateway.metrics_port, ()))
 
     processes: list[MeshProcess] = []
     stopping = False

@@ -15,11 +15,11 @@ from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store.model_store import default_store_root
 from gateway.cache import ResultCache
+from gateway.handlers import generic_handlers
 from gateway.proxy import Gateway
 from gateway.registry import ModelRegistry
 from gateway.registry_servicer import RegistryServicer
 from gateway.router import Router, Upstream
-from gateway.routes import PUBLIC_SERVICES
 from gateway.rules import SelectionRules, load_selection
 
 __all__ = ["GatewayServer", "build_server"]
@@ -61,7 +61,7 @@ def build_server(
             registry_service_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
         )
     ]
-    for service_name, handler in zip(PUBLIC_SERVICES, gateway.generic_handlers(), strict=True):
+    for service_name, handler in generic_handlers(gateway).items():
         bindings.append(ServiceBinding(service_name, handler, _add_generic))
 
     async def watch_health() -> None:

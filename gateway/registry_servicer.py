@@ -12,9 +12,9 @@ from aisemble.config.models import ModelSpec
 from aisemble.errors import InvalidArgumentError, ResourceExhaustedError
 from aisemble.registry.v1 import registry_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2_grpc
+from aisemble.resolution import AUTO
 from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
 from gateway.proxy import Gateway
-from gateway.selector import AUTO
 
 __all__ = ["RegistryServicer"]
 
@@ -113,7 +113,9 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
                 model=spec.name, model_version=spec.version, reason="requested by name"
             )
             return pb.ResolveModelResponse(selection=selection)
-        decision, features = await self.gateway.decide(task, request.text, output_tokens, request.language_hint)
+        decision, features = await self.gateway.resolver.decide(
+            task, request.text, output_tokens, request.language_hint
+        )
         spec = self.registry.get(decision.model)
         return pb.ResolveModelResponse(
             selection=common_pb2.ModelSelection(

@@ -124,6 +124,13 @@ class Router:
         for upstream in self.upstreams.values():
             await upstream.close()
 
+    # --- calls of the gateway's own (automatic selection's features) ---
+    async def call(self, service: str, path: str, request: Any, response_type: Any, timeout: float) -> Any:
+        """A unary call of the gateway's own to a mesh service (AioRpcError when it fails)."""
+        upstream = self.upstream(service)
+        method = upstream.callable(path, "unary_unary", type(request).SerializeToString, response_type.FromString)
+        return await method(request, timeout=timeout)
+
     # --- forwarding ---
     async def unary(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext

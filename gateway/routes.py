@@ -1,4 +1,4 @@
-"""What the gateway does per public RPC: which service serves it, the task of its model, cacheability, text."""
+"""What the gateway does per public RPC: which service serves it, cacheability, the text `auto` reads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aisemble.finetune.v1 import finetune_service_pb2  # noqa: F401
 from aisemble.llm.v1 import llm_service_pb2  # noqa: F401
 from aisemble.multimodal.v1 import multimodal_service_pb2  # noqa: F401
 from aisemble.nlp.v1 import nlp_service_pb2  # noqa: F401
+from aisemble.resolution import Rpc, auto_task
 from aisemble.vision.v1 import vision_service_pb2  # noqa: F401
 
 __all__ = ["PUBLIC_SERVICES", "ROUTES", "Route"]
@@ -21,22 +22,24 @@ __all__ = ["PUBLIC_SERVICES", "ROUTES", "Route"]
 class Route:
     """The gateway's policy for one RPC.
 
-    task: the task the request's model must serve (None: no model in the request, forward as is).
+    Whether the request names a model, and of which tasks, is the shared resolution table's
+    (aisemble.resolution.RPC_TASKS); an RPC outside it is forwarded as it is.
     cacheable: whether a request's result is deterministic (then it may be answered from the cache).
     text: the request's text, for automatic selection (domain and language).
+    zero_shot: whether the request classifies over caller-given labels (`auto` then picks an embedding model).
     default_model: used when the request leaves `model` empty (else empty is INVALID_ARGUMENT).
     """
 
     service: str
-    task: str | Callable[[Any], str] | None = None
     cacheable: Callable[[Any], bool] | None = None
     text: Callable[[Any], str] | None = None
     output_tokens: Callable[[Any], int | None] | None = None
+    zero_shot: Callable[[Any], bool] | None = None
     default_model: str = ""
 
-    def task_for(self, request: Any) -> str | None:
-        """The task of this request's model."""
-        return self.task(request) if callable(self.task) else self.task
+    def task_for(self, rpc: str, request: Any) -> str:
+        """The task `auto` picks a model of for this request."""
+        return auto_task(rpc, zero_shot=bool(self.zero_shot and self.zero_shot(request)))
 
 
 def _llm_deterministic(request: Any) -> bool:
@@ -65,37 +68,31 @@ def _seeded(request: Any) -> bool:
     return request.HasField("seed")
 
 
-def _classify_task(request: Any) -> str:
-    # Zero-shot over caller-given labels runs on an embedding model; otherwise a trained classifier.
-    return "embedding" if request.candidate_labels else "text-classification"
+def _zero_shot(request: Any) -> bool:
+    return bool(request.candidate_labels)
 
 
 _LLM = {
     "service": "llm",
-    "task": "text-generation",
     "text": _llm_text,
     "output_tokens": _llm_output_tokens,
     "cacheable": _llm_deterministic,
 }
 
 ROUTES: dict[str, Route] = {
-    "/aisemble.llm.v1.LlmService/Complete": Route(**_LLM),  # type: ignore[arg-type]
-    "/aisemble.llm.v1.LlmService/StreamComplete": Route(**_LLM),  # type: ignore[arg-type]
-    "/aisemble.llm.v1.LlmService/Chat": Route(**_LLM),  # type: ignore[arg-type]
-    "/aisemble.llm.v1.LlmService/StreamChat": Route(**_LLM),  # type: ignore[arg-type]
-    "/aisemble.nlp.v1.NlpService/Classify": Route("nlp", _classify_task, _always, _texts),
-    "/aisemble.nlp.v1.NlpService/Embed": Route("nlp", "embedding", _always, _texts),
-    "/aisemble.nlp.v1.NlpService/DetectLanguage": Route(
-        "nlp", "language-detection", _always, _texts, default_model="langid"
-    ),
-    "/aisemble.vision.v1.VisionService/Detect": Route("vision", "object-detection", _always),
-    "/aisemble.vision.v1.VisionService/StreamDetect": Route("vision", "object-detection"),
-    "/aisemble.vision.v1.VisionService/Recognize": Route("vision", "ocr", _always),
-    "/aisemble.vision.v1.VisionService/ClassifyImage": Route("vision", "image-classification", _always),
-    "/aisemble.vision.v1.VisionService/Segment": Route("vision", "image-segmentation", _always),
-    "/aisemble.vision.v1.VisionService/GenerateImage": Route(
-        "vision", "image-generation", _seeded, lambda r: str(r.prompt)
-    ),
+    Rpc.COMPLETE: Route(**_LLM),  # type: ignore[arg-type]
+    Rpc.STREAM_COMPLETE: Route(**_LLM),  # type: ignore[arg-type]
+    Rpc.CHAT: Route(**_LLM),  # type: ignore[arg-type]
+    Rpc.STREAM_CHAT: Route(**_LLM),  # type: ignore[arg-type]
+    Rpc.CLASSIFY: Route("nlp", _always, _texts, zero_shot=_zero_shot),
+    Rpc.EMBED: Route("nlp", _always, _texts),
+    Rpc.DETECT_LANGUAGE: Route("nlp", _always, _texts, default_model="langid"),
+    Rpc.DETECT: Route("vision", _always),
+    Rpc.STREAM_DETECT: Route("vision"),
+    Rpc.RECOGNIZE: Route("vision", _always),
+    Rpc.CLASSIFY_IMAGE: Route("vision", _always),
+    Rpc.SEGMENT: Route("vision", _always),
+    Rpc.GENERATE_IMAGE: Route("vision", _seeded, lambda r: str(r.prompt)),
 }
 
 #: Public services the gateway serves, and the mesh service that answers RPCs without a model field.

@@ -12,8 +12,6 @@ from gateway.rules import SelectionRules
 
 __all__ = ["Candidate", "Decision", "Features", "ScoredCandidate", "detect_domain", "guess_language", "select"]
 
-AUTO = "auto"
-
 
 @dataclass(frozen=True)
 class Features:

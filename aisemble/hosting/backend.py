@@ -27,7 +27,6 @@ class RequestContext:
     when the client goes away, so compute stops within one step.
     """
 
-    request_id: str = ""
     deadline: float | None = None  # time.monotonic() value
     cancelled: threading.Event = field(default_factory=threading.Event)
 

@@ -63,6 +63,9 @@ def channel_options(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # Each channel keeps its own connections: with gRPC's global pool, channels of equal options share
+        # subchannels, so one that tried a peer before it listened would make the others' calls fail fast.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if balanced:
         service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}

@@ -1,27 +1,23 @@
-"""Which model served a call and why: the one Resolved type of the runners, and how a response says so."""
+"""How a response says which model served it and why: the `selection` message and the trailing metadata."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import urllib.parse
 
 from aisemble.common.v1 import common_pb2
-from aisemble.config.models import ModelSpec
-from aisemble.hosting.backend import Backend
+from aisemble.resolution import Resolved
 
-__all__ = ["MODEL_TRAILER", "Resolved", "selection_message"]
+__all__ = ["MODEL_TRAILER", "REASON_TRAILER", "quote_reason", "selection_message"]
 
 #: Trailing metadata naming the model that served the call (services and the gateway alike).
 MODEL_TRAILER = "aisemble-model"
+#: Trailing metadata with the selector's reason (percent-encoded: metadata values are ASCII).
+REASON_TRAILER = "aisemble-selection-reason"
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """The model that serves a request and why."""
-
-    spec: ModelSpec
-    backend: Backend
-    automatic: bool
-    reason: str
+def quote_reason(text: str) -> str:
+    """A reason as a metadata value."""
+    return urllib.parse.quote(text, safe=" ,;:()'=./-_<>~")
 
 
 def selection_message(resolved: Resolved) -> common_pb2.ModelSelection:

@@ -100,8 +100,8 @@ class AisembleServer:
             interceptors=interceptors, options=options, maximum_concurrent_rpcs=self.config.max_concurrent_rpcs
         )
 
-    async def start(self, load_models: bool = True) -> int:
-        """Bind and start serving; returns the bound port. Loads the preloaded models unless told not to."""
+    async def start(self) -> int:
+        """Bind and start serving, then load the preloaded models; returns the bound port."""
         server = self._server = self._build()
         for binding in self.bindings:
             binding.add_to_server(binding.servicer, server)
@@ -123,8 +123,7 @@ class AisembleServer:
             self.model_host.bind_health(
                 lambda name, status: loop.create_task(self.health.set(name, status))  # type: ignore[arg-type,return-value]
             )
-            if load_models:
-                await self.model_host.load_all()
+            await self.model_host.load_all()
         for hook in self._on_start:
             await hook()
         await self.set_serving(True)
@@ -172,11 +171,10 @@ class AisembleServer:
         await self.stop()
 
 
-def request_context(context: aio.ServicerContext, request_id: str = "") -> RequestContext:
+def request_context(context: aio.ServicerContext) -> RequestContext:
     """The backend-facing view of an RPC: its deadline (monotonic) and a cancellation flag set when it ends."""
     remaining = context.time_remaining()
     ctx = RequestContext(
-        request_id=request_id,
         deadline=None if remaining is None else time.monotonic() + max(0.0, remaining),
     )
     context.add_done_callback(lambda _call: ctx.cancelled.set())

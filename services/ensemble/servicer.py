@@ -9,6 +9,7 @@ from grpc import aio
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError
+from aisemble.resolution import AUTO
 from aisemble.rpc.client import forwardable_metadata
 from aisemble.rpc.server import request_context
 from services.ensemble.runner import EnsembleRunner, MemberPlan
@@ -39,7 +40,7 @@ class EnsembleServicer(ensemble_service_pb2_grpc.EnsembleServiceServicer):
         plans, seen = [], set()
         for index, member in enumerate(request.members):
             where = f"members[{index}]"
-            if not member.model or member.model == "auto":
+            if not member.model or member.model == AUTO:
                 violations.append(FieldViolation(f"{where}.model", "must name a registered model ('auto' is refused)"))
             if member.model in seen:
                 violations.append(FieldViolation(f"{where}.model", f"'{member.model}' appears twice"))

@@ -8,17 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from aisemble.config.models import ModelSpec
-from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
+from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.hosting.admission import AdmissionControl
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.host import ModelHost
 from aisemble.hosting.streaming import iterate_in_thread
-from aisemble.rpc.selection import Resolved
+from aisemble.resolution import Resolved, Rpc, resolve_hosted
 from services.llm.types import GenerationChunk, GenerationRequest, SamplingParams
 
 __all__ = ["LlmLimits", "LlmRunner", "Resolved", "SamplingOverrides"]
-
-AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -57,20 +55,9 @@ class LlmRunner:
         )
         self._executor = ThreadPoolExecutor(self.limits.max_concurrent_generations, thread_name_prefix="llm-generate")
 
-    def resolve(self, model: str) -> Resolved:
+    def resolve(self, model: str, rpc: str = Rpc.COMPLETE) -> Resolved:
         """The named model, or for 'auto' this service's first ready model (the gateway selects by rules)."""
-        if model != AUTO:
-            spec, backend = self.host.get(model)
-            return Resolved(spec, backend, automatic=False, reason="requested by name")
-        for name in self.host.names():
-            try:
-                spec, backend = self.host.get(name)
-            except Exception:  # noqa: BLE001 - try the next one
-                continue
-            return Resolved(
-                spec, backend, automatic=True, reason="the llm service's default model (the gateway selects by rules)"
-            )
-        raise FailedPreconditionError("no text-generation model is ready on this service", reason="NO_MODEL_READY")
+        return resolve_hosted(self.host, model, rpc, service="llm")
 
     def sampling_for(self, resolved: Resolved, overrides: SamplingOverrides) -> SamplingParams:
         """Fill the caller's choices with the model's defaults and check them against the model's limits."""

@@ -12,9 +12,10 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
+from aisemble.resolution import Resolved
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
-from services.llm.runner import LlmRunner, Resolved, SamplingOverrides
+from services.llm.runner import LlmRunner, SamplingOverrides
 from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["LlmServicer"]

@@ -63,4 +63,3 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
-    extras: dict[str, float] = field(default_factory=dict)

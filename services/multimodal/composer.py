@@ -15,6 +15,7 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import AisembleError, Code
 from aisemble.nlp.v1 import nlp_service_pb2 as nlp_pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.resolution import AUTO
 from aisemble.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, CallFailure, Deadline, LazyChannel, call_failure
 from aisemble.vision.v1 import vision_service_pb2 as vision_pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 #: The parts of an analysis, named as AnalyzeResponse names them in part_failures.
 DETECTION, OCR, LANGUAGE, EMBEDDING = "detection", "ocr", "language", "embedding"
 PARTS = (DETECTION, OCR, LANGUAGE, EMBEDDING)
-AUTO = "auto"
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.multimodal.v1 import multimodal_service_pb2 as pb
 from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
+from aisemble.resolution import AUTO
 from aisemble.rpc.client import Deadline, forwardable_metadata
-from services.multimodal.composer import AUTO, AnalysisRequest, MultimodalComposer
+from services.multimodal.composer import AnalysisRequest, MultimodalComposer
 from services.multimodal.matching import DETECTION
 
 __all__ = ["MultimodalServicer"]

@@ -12,40 +12,19 @@ import numpy as np
 
 from aisemble.config.models import ModelSpec
 from aisemble.config.schema import ConfigError
-from aisemble.errors import AisembleError, FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
+from aisemble.errors import FailedPreconditionError, InvalidArgumentError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
-from aisemble.hosting.host import ModelHost, ModelState
-from aisemble.rpc.selection import Resolved
+from aisemble.hosting.host import ModelHost
+from aisemble.resolution import Resolved, resolve_hosted
 from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 
-__all__ = ["AUTO", "NlpLimits", "NlpRunner", "Resolved", "Rpc"]
+__all__ = ["NlpLimits", "NlpRunner", "Resolved"]
 
-AUTO = "auto"
 EMBEDDING = "embedding"
 CLASSIFICATION = "text-classification"
 LANGUAGE_DETECTION = "language-detection"
-
-
-class Rpc:
-    """The RPC names, as the runner's errors spell them."""
-
-    EMBED = "Embed"
-    CLASSIFY = "Classify"
-    DETECT_LANGUAGE = "DetectLanguage"
-
-
-#: The tasks a model must have for each RPC (Classify takes an embedding model for zero-shot).
-_TASKS_FOR_RPC = {
-    Rpc.EMBED: (EMBEDDING,),
-    Rpc.CLASSIFY: (CLASSIFICATION, EMBEDDING),
-    Rpc.DETECT_LANGUAGE: (LANGUAGE_DETECTION,),
-}
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
 
 
 @dataclass(frozen=True)
@@ -160,40 +139,10 @@ class NlpRunner:
 
     # --- which model ---
     def resolve(self, model: str, rpc: str, zero_shot: bool = False) -> Resolved:
-        """The named model (checked against the RPC's task), or for 'auto' this service's default for the task."""
-        allowed = _TASKS_FOR_RPC[rpc]
-        if model in ("", AUTO):
-            task = allowed[0] if rpc != Rpc.CLASSIFY else (EMBEDDING if zero_shot else CLASSIFICATION)
-            return self._auto(task)
-        spec = self.host.spec(model)  # NOT_FOUND for an unknown name
-        if spec.task not in allowed:
-            need = " or ".join(f"{_article(t)} {t} model" for t in allowed)
-            raise FailedPreconditionError(
-                f"model '{model}' is {_article(spec.task)} {spec.task} model; {rpc} needs {need}",
-                reason="MODEL_WRONG_TASK",
-                metadata={"model": model, "task": spec.task, "rpc": rpc},
-            )
-        spec, backend = self.host.get(model)
-        return Resolved(spec, backend, automatic=False, reason="requested by name")
-
-    def _auto(self, task: str) -> Resolved:
-        preferred = self.limits.default_models.get(task)
-        names = [n for n, m in self.host.models.items() if m.spec.task == task]
-        if preferred in names:
-            names.remove(preferred)
-            names.insert(0, preferred)
-        not_ready: AisembleError | None = None
-        for name in names:
-            if self.host.models[name].state is not ModelState.READY:
-                not_ready = not_ready or ModelNotReadyError(name, self.host.models[name].state.value)
-                continue
-            spec, backend = self.host.get(name)
-            return Resolved(
-                spec, backend, automatic=True, reason=f"the nlp service's default {task} model (the gateway selects)"
-            )
-        if not_ready is not None:
-            raise not_ready
-        raise FailedPreconditionError(f"no {task} model is hosted by this service", reason="NO_MODEL_FOR_TASK")
+        """The named model (checked against the RPC's tasks), or for 'auto' this service's default for the task."""
+        return resolve_hosted(
+            self.host, model, rpc, service="nlp", zero_shot=zero_shot, preferred=self.limits.default_models
+        )
 
     def batcher(self, model: str) -> DynamicBatcher[Any, Any]:
         """The batcher of a hosted model (made on first use, on the running event loop)."""

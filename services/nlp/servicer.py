@@ -25,9 +25,10 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.resolution import AUTO, Rpc
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
-from services.nlp.runner import AUTO, NlpRunner, Rpc
+from services.nlp.runner import NlpRunner
 
 __all__ = ["MODEL_TRAILER", "NlpServicer"]
 

@@ -11,17 +11,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from aisemble.errors import (
-    FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
-    ModelNotReadyError,
-    NotFoundError,
 )
 from aisemble.hosting.admission import AdmissionControl
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.host import ModelHost
 from aisemble.inputs.images import ImageInput, ImageLimits, encode_png, load_image
-from aisemble.rpc.selection import Resolved
+from aisemble.resolution import Resolved, auto_task, resolve_hosted
 from services.vision.frames import BackpressurePolicy, Frame, FrameOutcome, run_frames
 from services.vision.types import (
     ClassificationRequest,
@@ -37,9 +34,8 @@ from services.vision.types import (
     SegmentationResult,
 )
 
-__all__ = ["AUTO", "DetectionOverrides", "EncodedMasks", "Resolved", "VisionLimits", "VisionRunner"]
+__all__ = ["DetectionOverrides", "EncodedMasks", "Resolved", "VisionLimits", "VisionRunner"]
 
-AUTO = "auto"
 T = TypeVar("T")
 
 #: What to register for each task, for the error a caller gets when none is.
@@ -102,47 +98,9 @@ class VisionRunner:
         self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="vision-infer")
 
     # --- model choice ---
-    def resolve(self, model: str, task: str) -> Resolved:
+    def resolve(self, model: str, rpc: str) -> Resolved:
         """The named model (NOT_FOUND / FAILED_PRECONDITION for a wrong task), or for 'auto' the first ready one."""
-        known = self.host.names()
-        of_task = [name for name in known if self.host.spec(name).task == task]
-        if model != AUTO:
-            if model not in known and not of_task:
-                raise NotFoundError(
-                    f"model '{model}' is not registered, and no {task} model is: register one in "
-                    f"configs/models.yaml ({REGISTER_HINTS[task]})",
-                    reason="MODEL_NOT_FOUND",
-                    metadata={"model": model, "task": task},
-                )
-            spec = self.host.spec(model)
-            if spec.task != task:
-                raise FailedPreconditionError(
-                    f"model '{model}' is a {spec.task} model; this call needs a {task} model"
-                    + (f" ({', '.join(of_task)})" if of_task else ""),
-                    reason="MODEL_WRONG_TASK",
-                    metadata={"model": model, "task": spec.task, "needed_task": task},
-                )
-            spec, backend = self.host.get(model)
-            return Resolved(spec, backend, automatic=False, reason="requested by name")
-        if not of_task:
-            raise FailedPreconditionError(
-                f"no {task} model is registered on this vision service: register one in configs/models.yaml "
-                f"({REGISTER_HINTS[task]})",
-                reason="NO_MODEL_REGISTERED",
-                metadata={"task": task},
-            )
-        first_error: ModelNotReadyError | None = None
-        for name in of_task:
-            try:
-                spec, backend = self.host.get(name)
-            except ModelNotReadyError as exc:
-                first_error = first_error or exc
-                continue
-            return Resolved(
-                spec, backend, automatic=True, reason=f"the vision service's first ready {task} model (auto)"
-            )
-        assert first_error is not None
-        raise first_error
+        return resolve_hosted(self.host, model, rpc, service="vision", hint=REGISTER_HINTS[auto_task(rpc)])
 
     def detection_params(self, resolved: Resolved, overrides: DetectionOverrides) -> DetectionParams:
         """The caller's thresholds over the model's defaults; INVALID_ARGUMENT for classes the model lacks."""

@@ -11,6 +11,7 @@ from grpc import aio
 from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.inputs.images import ImageInput
+from aisemble.resolution import Rpc
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
 from aisemble.vision.v1 import vision_service_pb2 as pb
@@ -73,7 +74,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         overrides = self._overrides(request, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, "object-detection")
+        resolved = self.runner.resolve(request.model, Rpc.DETECT)
         params = self.runner.detection_params(resolved, overrides)
         result = await self.runner.detect(resolved, image, params, request_context(context))
         context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
@@ -100,7 +101,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         if first.backpressure_policy not in _POLICIES:
             violations.append(FieldViolation("backpressure_policy", "is not a known BackpressurePolicy"))
         _raise_if(violations)
-        resolved = self.runner.resolve(first.model, "object-detection")
+        resolved = self.runner.resolve(first.model, Rpc.STREAM_DETECT)
         params = self.runner.detection_params(resolved, overrides)
 
         async def frames() -> AsyncIterator[Frame]:
@@ -138,7 +139,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         self._require_model(request.model, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, "ocr")
+        resolved = self.runner.resolve(request.model, Rpc.RECOGNIZE)
         result = await self.runner.recognize(resolved, image, request_context(context))
         context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
         return pb.RecognizeResponse(
@@ -162,7 +163,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         if not 1 <= top_k <= limit:
             violations.append(FieldViolation("top_k", f"must be between 1 and {limit}"))
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, "image-classification")
+        resolved = self.runner.resolve(request.model, Rpc.CLASSIFY_IMAGE)
         result = await self.runner.classify(resolved, image, top_k, request_context(context))
         context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
         return pb.ClassifyImageResponse(
@@ -175,7 +176,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         overrides = self._overrides(request, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, "image-segmentation")
+        resolved = self.runner.resolve(request.model, Rpc.SEGMENT)
         params = self.runner.detection_params(resolved, overrides)
         encoded = await self.runner.segment(resolved, image, params, request_context(context))
         result = encoded.result
@@ -205,7 +206,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             if getattr(request, name) < 0:
                 violations.append(FieldViolation(name, "must be >= 0 (0: the model's default)"))
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, "image-generation")
+        resolved = self.runner.resolve(request.model, Rpc.GENERATE_IMAGE)
         generation = ImageGenerationRequest(
             prompt=request.prompt,
             width=request.width,

@@ -27,7 +27,7 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.vision.v1 import vision_service_pb2 as vpb
 from aisemble.vision.v1 import vision_service_pb2_grpc
-from entrypoints.launcher import available_services, wait_healthy
+from entrypoints.launcher import SERVICE_APPS, wait_healthy
 from tests.assets.pictures import bus_jpg, encode, render_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def mesh(tmp_path_factory):
 
 def test_the_table_says_what_serves_where(mesh):
     _channel, _process, _folder, output = mesh
-    for service in available_services():
+    for service in SERVICE_APPS:
         assert f"  {service}" in output
     assert "smollm2-135m" in output and "yolov8-fall" in output
 

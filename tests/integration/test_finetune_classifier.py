@@ -104,7 +104,7 @@ async def test_the_domain_classifier_is_trained_registered_and_served(
 
     # The gateway's automatic selection uses it as the learned router (configs/selection.yaml names it).
     for text, domain in (("患者は高い熱とせきが続いている", "medical"), ("The court dismissed the appeal", "legal")):
-        features = await mesh.gateway.gateway.features("text-generation", text, 16)
+        features = await mesh.gateway.gateway.resolver.features("text-generation", text, 16)
         assert features.domain == domain and features.domain_source.startswith(f"learned router {NAME}"), features
 
     # A finished job cannot be cancelled.

@@ -253,7 +253,7 @@ async def test_segment_and_generate_without_a_model_say_what_to_register(vision)
         stub.Segment(pb.SegmentRequest(model="auto", image=_image(bus_jpg()))), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "image-segmentation" in error.details() and "provider: ultralytics" in error.details()
-    assert status_details(error)[1]["ErrorInfo"].reason == "NO_MODEL_REGISTERED"
+    assert status_details(error)[1]["ErrorInfo"].reason == "NO_MODEL_FOR_TASK"
     error = await _fails(
         stub.GenerateImage(pb.GenerateImageRequest(model="dall-e-3", prompt="a bus")), grpc.StatusCode.NOT_FOUND
     )
