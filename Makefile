@@ -54,6 +54,7 @@ gen-check: $(STAMP)
 ## lint: buf lint on the contracts, ruff and mypy on the code
 lint: install
 	$(BUF) lint
+	$(BUF) breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy aisemble entrypoints services gateway
