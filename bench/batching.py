@@ -79,7 +79,7 @@ def bare_onnx(store: ModelStore) -> tuple[BareRun, BareRun]:
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from aisemble.store.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
+    from aisemble.store.causal_lm_graph import KV_INPUT_NAMES, ONNX_FILE
 
     path = store.require("smollm2-135m-instruct-onnx")
     config = json.loads((path / "config.json").read_text())

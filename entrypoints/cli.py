@@ -28,9 +28,11 @@ def _command(name: str) -> Callable[[Command], Command]:
 
 @_command("models.prepare")
 def _models_prepare(args: argparse.Namespace) -> int:
-    from aisemble.store.model_store import ModelStore, default_store_root
+    from aisemble.store.builder import StoreBuilder
+    from aisemble.store.model_store import default_store_root
+    from aisemble.store.recipes import RECIPES
 
-    store = ModelStore(args.store or default_store_root())
+    store = StoreBuilder(args.store or default_store_root(), RECIPES)
     results = store.prepare(args.artifacts or None, force=args.force, progress=not args.quiet)
     width = max((len(r.artifact) for r in results), default=8)
     failed = 0
@@ -43,9 +45,11 @@ def _models_prepare(args: argparse.Namespace) -> int:
 
 @_command("models.status")
 def _models_status(args: argparse.Namespace) -> int:
-    from aisemble.store.model_store import ModelStore, default_store_root
+    from aisemble.store.builder import StoreBuilder
+    from aisemble.store.model_store import default_store_root
+    from aisemble.store.recipes import RECIPES
 
-    store = ModelStore(args.store or default_store_root())
+    store = StoreBuilder(args.store or default_store_root(), RECIPES)
     rows = store.status(deep=args.deep)
     width = max((len(r.artifact) for r in rows), default=8)
     for row in rows:

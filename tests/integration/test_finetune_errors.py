@@ -55,13 +55,13 @@ def linked_store(real: ModelStore, root: Path) -> ModelStore:
     root.mkdir(parents=True, exist_ok=True)
     for name in BASE_ARTIFACTS:
         (root / name).symlink_to(real.path(name), target_is_directory=True)
-    return ModelStore(root, recipes={})
+    return ModelStore(root)
 
 
 def scratch_store(real: ModelStore, tmp_path: Path) -> ModelStore:
     """The test's model store in tmp_path/store (created with links to the base artifacts the first time)."""
     root = tmp_path / "store"
-    return ModelStore(root, recipes={}) if root.exists() else linked_store(real, root)
+    return ModelStore(root) if root.exists() else linked_store(real, root)
 
 
 @dataclass

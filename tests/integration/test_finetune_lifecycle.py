@@ -116,7 +116,7 @@ async def main():
     address, data_dir, store, registry = sys.argv[1:5]
     server = build_server(
         ServerConfig(name="finetune", address=address), None, {}, data_dir=Path(data_dir),
-        store=ModelStore(store, recipes={}), registry_target=registry,
+        store=ModelStore(store), registry_target=registry,
         limits=FineTuneLimits(checkpoint_interval_s=1.0),
     )
     await server.start()

@@ -21,7 +21,9 @@ from aisemble.config.models import ModelSpec
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from aisemble.store.model_store import BuildContext, ModelStore, PrepareAction, Recipe
+from aisemble.store.builder import PrepareAction, StoreBuilder
+from aisemble.store.model_store import ModelStore
+from aisemble.store.recipe import BuildContext, Recipe
 from services.nlp.app import build_server
 from tests.conftest import status_details
 
@@ -163,7 +165,7 @@ def classifier_store(store, tmp_path_factory) -> ModelStore:
         tools=("torch", "transformers", "onnx"),
         description="test classifier: MiniLM-L6 + linear head over medical / legal / financial / general",
     )
-    trained = ModelStore(tmp_path_factory.mktemp("store"), recipes={CLASSIFIER: recipe})
+    trained = StoreBuilder(tmp_path_factory.mktemp("store"), recipes={CLASSIFIER: recipe})
     [result] = trained.prepare([CLASSIFIER], progress=False)
     assert result.action == PrepareAction.BUILT, result.detail
     info = trained.manifest(CLASSIFIER).info

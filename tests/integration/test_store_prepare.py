@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from aisemble.store.model_store import ModelStore, PrepareAction
+from aisemble.store.builder import PrepareAction, StoreBuilder
+from aisemble.store.model_store import ModelStore
 from aisemble.store.recipes import LANGID, MINILM_L6, RECIPES, SMOLLM2_135M_INSTRUCT
 
 
 @pytest.fixture(scope="session")
 def prepared(store: ModelStore) -> ModelStore:
     """The default store after prepare(): cheap when CI already built it (everything is up to date)."""
-    results = store.prepare(progress=False)
+    builder = StoreBuilder(store.root, RECIPES)
+    results = builder.prepare(progress=False)
     failed = {r.artifact: r.detail for r in results if r.action == PrepareAction.FAILED}
     assert not failed, failed
-    return store
+    return builder
 
 
 @pytest.mark.parametrize("artifact", list(RECIPES))
@@ -87,7 +89,7 @@ def test_smollm2_layout(prepared: ModelStore) -> None:
 
 
 def test_corrupted_copy_is_rebuilt(prepared: ModelStore, tmp_path: Path) -> None:
-    copy = ModelStore(tmp_path / "models", recipes=prepared.recipes)
+    copy = StoreBuilder(tmp_path / "models", recipes=RECIPES)
     shutil.copytree(prepared.path(LANGID), copy.path(LANGID))
     model = copy.path(LANGID) / "lid.176.ftz"
     data = bytearray(model.read_bytes())

@@ -11,22 +11,13 @@ from typing import Any
 
 import pytest
 
+from aisemble.store import builder as builder_module
 from aisemble.store import model_store as store_module
-from aisemble.store.model_store import (
-    MANIFEST_NAME,
-    ArtifactMissingError,
-    ArtifactState,
-    BuildContext,
-    Manifest,
-    ManifestError,
-    ModelStore,
-    PrepareAction,
-    Recipe,
-    SourcePackageMissingError,
-    UnknownArtifactError,
-    default_store_root,
-    package_dir,
-)
+from aisemble.store.builder import PrepareAction, StoreBuilder
+from aisemble.store.errors import ArtifactMissingError, ManifestError, SourcePackageMissingError, UnknownArtifactError
+from aisemble.store.manifest import MANIFEST_NAME, Manifest
+from aisemble.store.model_store import ArtifactState, ModelStore, default_store_root, package_dir
+from aisemble.store.recipe import BuildContext, Recipe
 
 FAKE = "fake-model"
 
@@ -63,7 +54,7 @@ def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return pkg
 
 
-def make_store(root: Path, build: Counter, version: int = 1, **kwargs: Any) -> ModelStore:
+def make_store(root: Path, build: Counter, version: int = 1, **kwargs: Any) -> StoreBuilder:
     recipe = Recipe(
         name=FAKE,
         version=version,
@@ -73,7 +64,7 @@ def make_store(root: Path, build: Counter, version: int = 1, **kwargs: Any) -> M
         sources=("data",),
         **kwargs,
     )
-    return ModelStore(root, recipes={FAKE: recipe})
+    return StoreBuilder(root, recipes={FAKE: recipe})
 
 
 def flip_byte(path: Path, offset: int = 10) -> None:
@@ -269,7 +260,7 @@ def test_source_version_change_rebuilds(tmp_path: Path, fake_package: Path, monk
     build = Counter()
     store = make_store(tmp_path / "models", build)
     store.prepare(progress=False)
-    monkeypatch.setattr(store_module, "_distribution_version", lambda dist: "1.2.4")
+    monkeypatch.setattr(builder_module, "_distribution_version", lambda dist: "1.2.4")
 
     [result] = store.prepare(progress=False)
 
@@ -295,7 +286,7 @@ def test_required_artifacts_are_prepared_first(tmp_path: Path, fake_package: Pat
 
     base = Recipe(name=FAKE, version=1, build=Counter(), module="fakepkg", requirement="fake-pkg", sources=("data",))
     child = Recipe(name="fake-derived", version=1, build=derived, requires=(FAKE,))
-    store = ModelStore(tmp_path / "models", recipes={"fake-derived": child, FAKE: base})
+    store = StoreBuilder(tmp_path / "models", recipes={"fake-derived": child, FAKE: base})
 
     results = store.prepare(["fake-derived"], progress=False)
 
@@ -383,3 +374,32 @@ def test_default_recipes_are_registered_without_heavy_imports() -> None:
         "nudenet-320n",
         "smollm2-135m-instruct-onnx",
     ]
+
+
+def test_read_only_store_reads_what_the_builder_built(tmp_path: Path, fake_package: Path) -> None:
+    builder = make_store(tmp_path / "models", Counter())
+    builder.prepare(progress=False)
+
+    store = ModelStore(builder.root)
+
+    assert store.require(FAKE) == builder.path(FAKE)
+    assert store.verify(FAKE, deep=True).ok
+    [row] = store.status()
+    assert (row.artifact, row.state, row.recipe_version) == (FAKE, ArtifactState.OK, None)
+    assert not hasattr(store, "prepare")
+
+
+def test_read_only_store_imports_no_recipe_and_no_builder() -> None:
+    """Serving processes import the read-only store: no recipe, no catalogue, no build machinery comes with it."""
+    code = (
+        "import sys, aisemble.store.model_store, aisemble.store.causal_lm_graph\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('aisemble.store'))))\n"
+    )
+    repo = Path(store_module.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env)
+    assert run.returncode == 0, run.stderr
+    loaded = run.stdout.split()
+    assert "aisemble.store.model_store" in loaded
+    forbidden = ("aisemble.store.builder", "aisemble.store.recipe", "aisemble.store.recipes")
+    assert [m for m in loaded if m in forbidden or m.startswith("aisemble.store.recipes.")] == []

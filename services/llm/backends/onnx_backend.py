@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError
-from aisemble.store.causal_lm_export import KV_INPUT_NAMES, ONNX_FILE
+from aisemble.store.causal_lm_graph import KV_INPUT_NAMES, ONNX_FILE
 from services.llm.backends.local import LocalDecoderBackend
 
 __all__ = ["OnnxLlmBackend"]

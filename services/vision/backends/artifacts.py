@@ -9,7 +9,8 @@ from typing import Any
 
 from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError
-from aisemble.store.model_store import MANIFEST_NAME, ModelStore
+from aisemble.store.manifest import MANIFEST_NAME
+from aisemble.store.model_store import ModelStore
 
 __all__ = ["ModelFiles", "model_files"]
 
