@@ -14,7 +14,9 @@ import pytest
 
 from aisemble.config.models import ModelSpec, model_to_mapping
 from aisemble.errors import FailedPreconditionError, ResourceExhaustedError
-from aisemble.store.model_store import BuildContext, ModelStore, Recipe
+from aisemble.store.builder import StoreBuilder
+from aisemble.store.model_store import ModelStore
+from aisemble.store.recipe import BuildContext, Recipe
 from services.finetune.examples import write_examples
 from services.finetune.journal import JobJournal
 from services.finetune.runner import FineTuneLimits, JobRequest, JobRunner
@@ -58,8 +60,8 @@ def _base(ctx: BuildContext) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> ModelStore:
     root = tmp_path_factory.mktemp("store")
-    ModelStore(root, recipes={"tiny-encoder": Recipe("tiny-encoder", 1, _base)}).prepare(progress=False)
-    return ModelStore(root, recipes={})
+    StoreBuilder(root, recipes={"tiny-encoder": Recipe("tiny-encoder", 1, _base)}).prepare(progress=False)
+    return ModelStore(root)
 
 
 MODELS = {
