@@ -103,7 +103,9 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    from aisemble.rpc.client import blocking_channel
+
+    with blocking_channel(args.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
@@ -158,6 +160,7 @@ def _generate(args: argparse.Namespace, chat: bool) -> int:
 
     from aisemble.llm.v1 import llm_service_pb2 as pb
     from aisemble.llm.v1 import llm_service_pb2_grpc
+    from aisemble.rpc.client import blocking_channel
 
     fields = _generation_fields(args)
     if chat:
@@ -166,7 +169,7 @@ def _generate(args: argparse.Namespace, chat: bool) -> int:
         fields["messages"] = messages
     else:
         fields["prompt"] = args.prompt
-    with grpc.insecure_channel(args.address or _default_target()) as channel:
+    with blocking_channel(args.address or _default_target()) as channel:
         stub = llm_service_pb2_grpc.LlmServiceStub(channel)
         try:
             if args.stream:
@@ -202,10 +205,11 @@ def _status(args: argparse.Namespace) -> int:
 
     from aisemble.registry.v1 import registry_service_pb2 as rpb
     from aisemble.registry.v1 import registry_service_pb2_grpc
+    from aisemble.rpc.client import blocking_channel
     from aisemble.rpc.registry_messages import TASK_FROM_PROTO
 
     target = args.address or _default_target()
-    with grpc.insecure_channel(target) as channel:
+    with blocking_channel(target) as channel:
         stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
         try:
             models = stub.ListModels(rpb.ListModelsRequest(), timeout=args.timeout).models

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
+from aisemble.rpc.client import blocking_channel
 
 __all__ = ["SERVICE_APPS", "MeshProcess", "run_mesh", "wait_healthy"]
 
@@ -46,7 +47,7 @@ class MeshProcess:
 def wait_healthy(address: str, timeout_s: float, service: str = "") -> bool:
     """Poll grpc.health.v1 Check until SERVING or the timeout."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    with blocking_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

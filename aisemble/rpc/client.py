@@ -21,6 +21,7 @@ __all__ = [
     "CallFailure",
     "Deadline",
     "LazyChannel",
+    "blocking_channel",
     "call_failure",
     "channel_options",
     "error_from_call",
@@ -86,6 +87,11 @@ def open_channel(
 ) -> aio.Channel:
     """A grpc.aio channel to a mesh server, with the mesh's options. Call it inside the event loop that uses it."""
     return aio.insecure_channel(target, options=channel_options(max_message_bytes, balanced))
+
+
+def blocking_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """A synchronous channel with the mesh's options, for command-line clients and the launcher."""
+    return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
 
 
 class LazyChannel:
