@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from grpc_health.v1 import health_pb2
-
 from aisemble.config.models import ModelSpec
 from aisemble.errors import AisembleError, ModelNotFoundError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, create_backend
@@ -23,8 +21,8 @@ __all__ = ["HealthSetter", "HostedModel", "ModelHost", "ModelState"]
 
 log = logging.getLogger(__name__)
 
-#: (health service name, status) -> None; the server passes its health servicer's setter.
-HealthSetter = Callable[[str, "health_pb2.HealthCheckResponse.ServingStatus"], None]
+#: (model name, serving) -> None; the server reports it as that model's grpc.health.v1 entry.
+HealthSetter = Callable[[str, bool], None]
 
 
 class ModelState(enum.Enum):
@@ -79,9 +77,7 @@ class ModelHost:
     def _report(self, model: HostedModel) -> None:
         if self._set_health is None:
             return
-        serving = health_pb2.HealthCheckResponse.SERVING
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        self._set_health(model.spec.name, serving if model.state is ModelState.READY else not_serving)
+        self._set_health(model.spec.name, model.state is ModelState.READY)
 
     @property
     def models(self) -> dict[str, HostedModel]:
@@ -166,7 +162,7 @@ class ModelHost:
         if model is None:
             return
         if self._set_health is not None:
-            self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._set_health(name, False)
         if model.backend is not None:
             await asyncio.to_thread(model.backend.cleanup)
 

@@ -53,6 +53,10 @@ class ServerConfig:
     extra_options: Sequence[tuple[str, object]] = field(default_factory=tuple)
 
 
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 class AisembleServer:
     """A grpc.aio server with the shared plumbing, around the servicers and models of one process.
 
@@ -121,7 +125,7 @@ class AisembleServer:
         if self.model_host is not None:
             loop = asyncio.get_running_loop()
             self.model_host.bind_health(
-                lambda name, status: loop.create_task(self.health.set(name, status))  # type: ignore[arg-type,return-value]
+                lambda name, serving: loop.create_task(self.health.set(name, _status(serving)))  # type: ignore[arg-type,return-value]
             )
             await self.model_host.load_all()
         for hook in self._on_start:
@@ -131,7 +135,7 @@ class AisembleServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Set the overall and per-service health entries."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = _status(serving)
         await self.health.set("", status)
         for binding in self.bindings:
             await self.health.set(binding.full_name, status)

@@ -16,7 +16,7 @@ from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.errors import Code, UnavailableError
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.rpc.client import CallFailure, call_failure, open_channel
+from aisemble.rpc.client import CallFailure, Deadline, call_failure, open_channel
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
@@ -51,15 +51,14 @@ class EnsembleRunner:
         }
 
     async def _member(
-        self, kind: str, request: Any, member: MemberPlan, remaining: float | None, metadata: Sequence[tuple[str, str]]
+        self, kind: str, request: Any, member: MemberPlan, deadline: Deadline, metadata: Sequence[tuple[str, str]]
     ) -> tuple[MemberPlan, Any, float, Exception | None]:
         own = type(request)()
         own.CopyFrom(request)
         own.model = member.model
-        limits = [t for t in (member.timeout_s, remaining) if t is not None]
         started = time.perf_counter()
         try:
-            result = await self._calls[kind](own, timeout=min(limits) if limits else None, metadata=metadata)
+            result = await self._calls[kind](own, timeout=deadline.timeout(member.timeout_s), metadata=metadata)
             return member, result, time.perf_counter() - started, None
         except (TimeoutError, grpc.aio.AioRpcError) as exc:
             return member, None, time.perf_counter() - started, exc
@@ -71,11 +70,11 @@ class EnsembleRunner:
         request: Any,
         members: Sequence[MemberPlan],
         min_successful: int,
-        remaining: float | None,
+        deadline: Deadline,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> pb.RunResponse:
         """Every member's outcome and, when enough succeeded, the combined result."""
-        outcomes = await asyncio.gather(*(self._member(kind, request, m, remaining, metadata) for m in members))
+        outcomes = await asyncio.gather(*(self._member(kind, request, m, deadline, metadata) for m in members))
         response = pb.RunResponse(strategy=strategy)  # type: ignore[arg-type]
         successes = []
         for member, result, seconds, error in outcomes:

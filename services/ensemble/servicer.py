@@ -10,8 +10,7 @@ from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.resolution import AUTO
-from aisemble.rpc.client import forwardable_metadata
-from aisemble.rpc.server import request_context
+from aisemble.rpc.client import Deadline, forwardable_metadata
 from services.ensemble.runner import EnsembleRunner, MemberPlan
 from services.ensemble.strategies import ALLOWED, DEFAULT
 
@@ -66,13 +65,12 @@ class EnsembleServicer(ensemble_service_pb2_grpc.EnsembleServiceServicer):
                 "; ".join(f"{v.field}: {v.description}" for v in violations), field_violations=violations
             )
         assert kind is not None
-        ctx = request_context(context)
         return await self.runner.run(
             kind,
             strategy,
             getattr(request, kind),
             plans,
             min_successful,
-            ctx.time_remaining,
+            Deadline.of(context),
             [(k, v) for k, v in forwardable_metadata(context) if isinstance(v, str)],
         )
