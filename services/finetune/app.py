@@ -11,19 +11,14 @@ from aisemble.config.models import ModelSpec
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store.model_store import ModelStore, default_store_root
+from services.finetune.limits import FineTuneLimits
 from services.finetune.registry_client import RegistryClient
-from services.finetune.runner import FineTuneLimits, JobRunner
+from services.finetune.runner import JobRunner
 from services.finetune.servicer import FineTuneServicer
 
-__all__ = ["SERVICE_NAME", "FineTuneServer", "build_server", "default_data_dir"]
+__all__ = ["SERVICE_NAME", "build_server", "default_data_dir"]
 
 SERVICE_NAME = finetune_service_pb2.DESCRIPTOR.services_by_name["FineTuneService"].full_name
-
-
-class FineTuneServer(AisembleServer):
-    """The fine-tuning service's AisembleServer, with its job runner at hand."""
-
-    runner: JobRunner
 
 
 def default_data_dir() -> Path:
@@ -40,7 +35,7 @@ def build_server(
     registry_target: str | None = None,
     limits: FineTuneLimits | None = None,
     worker_target: Any = None,
-) -> FineTuneServer:
+) -> AisembleServer:
     """The fine-tuning service. Base models are looked up in the gateway's registry (registry_target, default
     the mesh's gateway), else in `models`; results are registered there. It hosts no model itself."""
     target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
@@ -55,6 +50,4 @@ def build_server(
     binding = ServiceBinding(
         SERVICE_NAME, FineTuneServicer(runner), finetune_service_pb2_grpc.add_FineTuneServiceServicer_to_server
     )
-    server = FineTuneServer(config, [binding], on_start=[runner.start], on_stop=[runner.stop])
-    server.runner = runner
-    return server
+    return AisembleServer(config, [binding], on_start=[runner.start], on_stop=[runner.stop])

@@ -17,10 +17,8 @@ from typing import Any, TextIO
 
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 
-__all__ = ["ACTIONS", "add_parsers", "run", "upload_file", "watch_job"]
+__all__ = ["add_parsers", "run", "upload_file", "watch_job"]
 
-#: The `aisemble finetune` sub-commands.
-ACTIONS = ("create", "upload", "watch", "get", "list", "cancel")
 _TASKS = {"causal-lm": pb.FINE_TUNE_TASK_CAUSAL_LM, "text-classification": pb.FINE_TUNE_TASK_TEXT_CLASSIFICATION}
 _CHUNK = 1024 * 1024
 _SETTINGS = (

@@ -4,22 +4,30 @@ registry entry that names it, with the job's lineage.
 The artifact is built through the store's own recipe machinery (ModelStore.prepare with a one-off
 recipe that copies the job's output): a temporary folder inside the store root, the manifest with
 every file's SHA-256, then one rename. A crash at any point leaves the old state or the finished
-artifact, never a partial one under the model's name.
+artifact, never a partial one under the model's name. ResultPublisher runs these steps for a trained
+job, registers the entry through the gateway and records how it went (SUCCEEDED, FAILED or CANCELLED).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aisemble.config.models import ModelSpec, model_from_mapping
-from aisemble.errors import AlreadyExistsError, InternalError
+from aisemble.errors import AisembleError, AlreadyExistsError, InternalError
 from aisemble.store.model_store import BuildContext, ModelStore, PrepareAction, Recipe, StoreError
-from services.finetune.types import Job, Task
+from services.finetune.attempts import Attempt, Phase
+from services.finetune.registry_client import RegistryClient
+from services.finetune.tracker import JobTracker
+from services.finetune.trainers.base import OUTPUT_DIR
+from services.finetune.types import Job, JobState, LogSeverity, Metrics, Task
+from services.finetune.workspace import Workspace
 
-__all__ = ["artifact_job", "registry_entry", "remove_artifact", "write_artifact"]
+__all__ = ["ResultPublisher", "artifact_job", "registry_entry", "remove_artifact", "write_artifact"]
 
 _TOOLS = ("torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime-gpu")
 
@@ -125,3 +133,69 @@ def registry_entry(job: Job, base: ModelSpec, info: Mapping[str, Any], metrics: 
         }
     entry["lineage"] = lineage
     return model_from_mapping(job.result_model_name, entry, where="fine-tuned model")
+
+
+class ResultPublisher:
+    """Publishes a trained job: the artifact into the store, the entry into the registry (when there is one),
+    then SUCCEEDED; a failure removes the artifact again and fails the job."""
+
+    def __init__(
+        self, tracker: JobTracker, workspace: Workspace, store: ModelStore, registry: RegistryClient | None
+    ) -> None:
+        self.tracker = tracker
+        self.workspace = workspace
+        self.store = store
+        self.registry = registry
+
+    async def publish(self, job: Job, result: dict[str, Any], attempt: Attempt) -> None:
+        """Write the artifact, register it, and finish the job (SUCCEEDED); a failure removes the artifact."""
+        attempt.phase = Phase.PUBLISHING
+        info: dict[str, Any] = result.get("info", {})
+        metrics: dict[str, float] = result.get("metrics", {})
+        output = self.workspace.job_dir(job.job_id) / OUTPUT_DIR
+        try:
+            base = model_from_mapping(job.base_model, job.base_spec)
+            await asyncio.to_thread(write_artifact, self.store, job, output, info)
+            spec = registry_entry(job, base, info, metrics)
+        except AisembleError as exc:
+            self.tracker.transition(job, JobState.FAILED, f"could not store the result: {exc.message}", failure=True)
+            return
+        if attempt.cancel_requested:
+            await asyncio.to_thread(remove_artifact, self.store, job)
+            await asyncio.to_thread(self.workspace.clean_job, job.job_id)
+            self.tracker.transition(job, JobState.CANCELLED, "cancelled while storing the result")
+            return
+        attempt.phase = Phase.REGISTERING
+        try:
+            await self._register(job, spec)
+        except AisembleError as exc:
+            await asyncio.to_thread(remove_artifact, self.store, job)
+            message = f"could not register '{spec.name}': {exc.message}"
+            self.tracker.transition(job, JobState.FAILED, message, failure=True)
+            return
+        job.registered_model_name = spec.name if self.registry is not None else ""
+        if metrics:
+            job.metrics = Metrics(
+                step=int(result.get("steps", job.progress.step if job.progress else 0)),
+                train_loss=float(metrics.get("train_loss", math.nan)),
+                validation_loss=metrics.get("validation_loss"),
+                validation_accuracy=metrics.get("validation_accuracy"),
+            )
+        job.checkpoint_step = 0
+        where = (
+            f"registered as '{spec.name}'" if self.registry is not None else "no registry configured: not registered"
+        )
+        self.tracker.log(job, LogSeverity.INFO, f"stored in the model store as '{spec.name}'; {where}")
+        self.tracker.transition(job, JobState.SUCCEEDED, f"model '{spec.name}' is ready")
+        await asyncio.to_thread(self.workspace.clean_job, job.job_id)
+
+    async def _register(self, job: Job, spec: ModelSpec) -> None:
+        if self.registry is None:
+            return
+        try:
+            await self.registry.register(spec)
+        except AlreadyExistsError:
+            existing = await self.registry.get(spec.name)
+            if existing is None or dict(existing.lineage).get("job_id") != job.job_id:
+                raise
+            # Registered by this job before a restart: nothing left to do.

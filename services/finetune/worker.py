@@ -1,7 +1,7 @@
 """The training worker: the entry point of the spawned process that trains one job and reports over a pipe.
 
-Messages to the service (tuples): ("progress", fields), ("evaluation", fields), ("log", severity,
-text), ("checkpoint", step), then exactly one of ("result", description) or ("failed", message).
+Messages to the service (messages.py): Progress, Evaluation, LogLine and CheckpointSaved reports, then
+exactly one of TrainingFinished (the result's description) or TrainingFailed (why).
 The worker stops at once on SIGTERM (the service's cancel and shutdown), and exits by itself when
 the service that started it is gone (killed): its parent changes or the pipe breaks at the next
 report. A per-job file lock makes a new worker wait until such an orphan has exited.
@@ -16,13 +16,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
+from services.finetune.messages import CheckpointSaved, TrainingFailed, TrainingFinished, WorkerMessage
 from services.finetune.trainers.base import Trainer, TrainingFailedError, WorkerRequest, run_training
-from services.finetune.types import Evaluation, LogSeverity, Progress, Task
+from services.finetune.types import Evaluation, LogLine, LogSeverity, Progress, Task
 
 __all__ = ["PipeReporter", "main"]
 
@@ -46,7 +45,7 @@ class PipeReporter:
         self.connection = connection
         self.parent = os.getppid()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: WorkerMessage) -> None:
         """Send one message, or exit if nobody is listening any more."""
         if os.getppid() != self.parent:
             log.warning("the fine-tuning service that started this worker is gone; stopping")
@@ -57,16 +56,16 @@ class PipeReporter:
             os._exit(_ORPHAN_EXIT)
 
     def progress(self, progress: Progress) -> None:
-        self.send(("progress", asdict(progress)))
+        self.send(progress)
 
     def evaluation(self, evaluation: Evaluation) -> None:
-        self.send(("evaluation", asdict(evaluation)))
+        self.send(evaluation)
 
     def log(self, severity: LogSeverity, message: str) -> None:
-        self.send(("log", severity.value, message))
+        self.send(LogLine(severity, message))
 
     def checkpoint(self, step: int) -> None:
-        self.send(("checkpoint", step))
+        self.send(CheckpointSaved(step))
 
 
 @contextlib.contextmanager
@@ -124,11 +123,11 @@ def main(request: WorkerRequest, connection: Connection) -> None:
             trainer = _trainer(request, reporter)
             reporter.log(LogSeverity.INFO, f"worker ready in {time.monotonic() - started:.1f} s (pid {os.getpid()})")
             result = run_training(trainer, reporter)
-        reporter.send(("result", result))
+        reporter.send(TrainingFinished(result))
     except TrainingFailedError as exc:
-        reporter.send(("failed", str(exc)))
+        reporter.send(TrainingFailed(str(exc)))
     except Exception as exc:  # the job fails with a message; the traceback stays in this worker's log
         log.exception("training failed")
-        reporter.send(("failed", f"training failed: {type(exc).__name__}: {exc}"))
+        reporter.send(TrainingFailed(f"training failed: {type(exc).__name__}: {exc}"))
     finally:
         connection.close()

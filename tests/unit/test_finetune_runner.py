@@ -19,9 +19,20 @@ from aisemble.store.model_store import ModelStore
 from aisemble.store.recipe import BuildContext, Recipe
 from services.finetune.examples import write_examples
 from services.finetune.journal import JobJournal
+from services.finetune.messages import CheckpointSaved, TrainingFailed, TrainingFinished
 from services.finetune.runner import FineTuneLimits, JobRequest, JobRunner
 from services.finetune.trainers.base import OUTPUT_DIR, RESULT_FILE, WorkerRequest
-from services.finetune.types import ClassificationExample, Hyperparameters, Job, JobState, StateChange, Task
+from services.finetune.types import (
+    ClassificationExample,
+    Hyperparameters,
+    Job,
+    JobState,
+    LogLine,
+    LogSeverity,
+    Progress,
+    StateChange,
+    Task,
+)
 
 SUCCEED, HANG, DIE, FAIL = 1, 2, 3, 4
 
@@ -29,24 +40,23 @@ SUCCEED, HANG, DIE, FAIL = 1, 2, 3, 4
 def fake_worker(request: WorkerRequest, connection: Connection) -> None:
     """Behaves as told by the job's epochs: succeed, hang until terminated, die without a word, or fail."""
     behaviour = request.hyperparameters["epochs"]
-    connection.send(("log", "info", f"worker ready (pid {os.getpid()})"))
+    connection.send(LogLine(LogSeverity.INFO, f"worker ready (pid {os.getpid()})"))
     if behaviour == SUCCEED:
-        progress = {"step": 1, "total_steps": 1, "epoch": 1, "total_epochs": 1, "eta_s": 0.0, "train_loss": 0.25}
-        connection.send(("progress", progress))
+        connection.send(Progress(step=1, total_steps=1, epoch=1, total_epochs=1, eta_s=0.0, train_loss=0.25))
         job = Path(request.job_dir)
         (job / OUTPUT_DIR).mkdir()
         (job / OUTPUT_DIR / "model.txt").write_text("trained")
         result = {"info": {"labels": list(request.labels)}, "metrics": {"train_loss": 0.25}, "steps": 1}
         (job / RESULT_FILE).write_text(json.dumps(result))
-        connection.send(("result", result))
+        connection.send(TrainingFinished(result))
     elif behaviour == HANG:
-        connection.send(("checkpoint", 3))
+        connection.send(CheckpointSaved(3))
         time.sleep(600)
     elif behaviour == DIE:
-        connection.send(("checkpoint", 4))
+        connection.send(CheckpointSaved(4))
         os._exit(9)
     else:
-        connection.send(("failed", "the examples are cursed"))
+        connection.send(TrainingFailed("the examples are cursed"))
     connection.close()
 
 

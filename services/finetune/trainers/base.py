@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,8 +63,6 @@ class WorkerRequest:
     labels: tuple[str, ...] = ()
     checkpoint_interval_s: float = 30.0
     threads: int = 0
-    resume: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def settings(self) -> Hyperparameters:
@@ -179,7 +177,7 @@ def run_training(trainer: Trainer, reporter: Reporter) -> dict[str, Any]:
     trainer.prepare(total)
     checkpoint = job_dir / CHECKPOINT_FILE
     step = 0
-    if request.resume and checkpoint.exists():
+    if checkpoint.exists():
         saved = _load_checkpoint(checkpoint)
         trainer.restore(saved["trainer"])
         torch.set_rng_state(saved["torch_rng"])
