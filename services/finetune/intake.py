@@ -21,6 +21,7 @@ from aisemble.errors import (
     ModelNotFoundError,
     UnavailableError,
 )
+from aisemble.resolution import AUTO
 from aisemble.store.model_store import ModelStore
 from services.finetune.examples import Example, checked_examples, examples_sha256, split_examples
 from services.finetune.hyperparameters import resolve_hyperparameters
@@ -37,7 +38,7 @@ __all__ = ["DEFAULT_VALIDATION_SPLIT", "JobIntake", "JobRequest"]
 log = logging.getLogger(__name__)
 
 DEFAULT_VALIDATION_SPLIT = 0.1
-_RESERVED_NAMES = {"auto"}
+_RESERVED_NAMES = {AUTO}
 
 
 @dataclass(frozen=True)

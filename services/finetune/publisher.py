@@ -1,7 +1,7 @@
 """Turns a finished job's output into a servable model: a store artifact (atomic, with its manifest) and the
 registry entry that names it, with the job's lineage.
 
-The artifact is built through the store's own recipe machinery (ModelStore.prepare with a one-off
+The artifact is built through the store's own recipe machinery (StoreBuilder.prepare with a one-off
 recipe that copies the job's output): a temporary folder inside the store root, the manifest with
 every file's SHA-256, then one rename. A crash at any point leaves the old state or the finished
 artifact, never a partial one under the model's name. ResultPublisher runs these steps for a trained
@@ -19,7 +19,10 @@ from typing import Any
 
 from aisemble.config.models import ModelSpec, model_from_mapping
 from aisemble.errors import AisembleError, AlreadyExistsError, InternalError
-from aisemble.store.model_store import BuildContext, ModelStore, PrepareAction, Recipe, StoreError
+from aisemble.store.builder import PrepareAction, StoreBuilder
+from aisemble.store.errors import StoreError
+from aisemble.store.model_store import ModelStore
+from aisemble.store.recipe import BuildContext, Recipe
 from services.finetune.attempts import Attempt, Phase
 from services.finetune.registry_client import RegistryClient
 from services.finetune.tracker import JobTracker
@@ -73,7 +76,7 @@ def write_artifact(store: ModelStore, job: Job, output: Path, info: Mapping[str,
         tools=_TOOLS,
         description=f"fine-tuned from {job.base_model} by job {job.job_id}",
     )
-    [result] = ModelStore(store.root, recipes={name: recipe}).prepare([name], force=True, progress=False)
+    [result] = StoreBuilder(store.root, recipes={name: recipe}).prepare([name], force=True, progress=False)
     if result.action == PrepareAction.FAILED:
         raise InternalError(f"could not write the artifact '{name}' into the model store: {result.detail}")
     return result.path
