@@ -106,8 +106,9 @@ def run(args: argparse.Namespace, target: str, out: TextIO = sys.stdout, err: Te
     import grpc
 
     from aisemble.finetune.v1 import finetune_service_pb2_grpc
+    from aisemble.rpc.client import blocking_channel
 
-    with grpc.insecure_channel(target) as channel:
+    with blocking_channel(target) as channel:
         stub = finetune_service_pb2_grpc.FineTuneServiceStub(channel)
         try:
             return _run(stub, args, out, err)
