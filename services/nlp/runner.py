@@ -12,15 +12,16 @@ import numpy as np
 
 from aisemble.config.models import ModelSpec
 from aisemble.config.schema import ConfigError
-from aisemble.errors import FailedPreconditionError, InvalidArgumentError
+from aisemble.errors import InvalidArgumentError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
 from aisemble.hosting.host import ModelHost
+from aisemble.hosting.settings import ModelSettings, setting, settings_error, unservable
 from aisemble.resolution import Resolved, resolve_hosted
 from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 
-__all__ = ["NlpLimits", "NlpRunner", "Resolved"]
+__all__ = ["BatchingSettings", "NlpLimits", "NlpRunner", "Resolved"]
 
 EMBEDDING = "embedding"
 CLASSIFICATION = "text-classification"
@@ -29,10 +30,8 @@ LANGUAGE_DETECTION = "language-detection"
 
 @dataclass(frozen=True)
 class NlpLimits:
-    """Service-wide limits and batching defaults (a model's registry params may override the batching).
-
-    Per-model params: `max_batch_size`, `max_wait_ms`, `max_queued_texts`.
-    """
+    """Service-wide limits and batching defaults (a model's registry params may override the batching: see
+    BatchingSettings; an embedding model's zero-shot prompts: ZeroShotSettings)."""
 
     max_texts_per_request: int = 256
     max_text_chars: int = 100_000
@@ -47,19 +46,23 @@ class NlpLimits:
     )
 
 
-def batching_for(spec: ModelSpec, defaults: BatchingConfig) -> BatchingConfig:
-    """The batching of one model: the service defaults with the model's params applied."""
-    params = spec.params
-    try:
-        wait_ms = params.get("max_wait_ms")
+@dataclass(frozen=True)
+class BatchingSettings(ModelSettings):
+    """A model's batching of texts across requests, from its registry params; a key not given keeps the service's
+    default (NlpLimits.batching)."""
+
+    max_batch_size: int | None = setting(None, minimum=1)
+    max_wait_ms: float | None = setting(None, minimum=0, maximum=10_000)
+    max_queued_texts: int | None = setting(None, minimum=1)
+
+    def config(self, defaults: BatchingConfig) -> BatchingConfig:
+        """The service's defaults with these settings applied (the caller checks max_queued_texts against them)."""
         return replace(
             defaults,
-            max_batch_size=int(params.get("max_batch_size", defaults.max_batch_size)),
-            max_wait_s=defaults.max_wait_s if wait_ms is None else float(wait_ms) / 1000.0,
-            max_queued=int(params.get("max_queued_texts", defaults.max_queued)),
+            max_batch_size=defaults.max_batch_size if self.max_batch_size is None else self.max_batch_size,
+            max_wait_s=defaults.max_wait_s if self.max_wait_ms is None else self.max_wait_ms / 1000.0,
+            max_queued=defaults.max_queued if self.max_queued_texts is None else self.max_queued_texts,
         )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model '{spec.name}': params: {exc}", metadata={"model": spec.name}) from None
 
 
 @dataclass
@@ -91,21 +94,20 @@ class NlpRunner:
             self._models[model.spec.name] = self._runtime(model.spec)
 
     def _runtime(self, spec: ModelSpec) -> _ModelRuntime:
-        """Settings for a spec; ConfigError when its params are out of range."""
-        batching = batching_for(spec, self.limits.batching)
-        if batching.max_queued < self.limits.max_texts_per_request:
-            raise ConfigError(
-                f"model '{spec.name}': max_queued_texts {batching.max_queued} is below the "
-                f"{self.limits.max_texts_per_request} texts a request may carry",
-                metadata={"model": spec.name},
+        """The settings of a spec, parsed once per spec; ConfigError (naming model and params) when refused."""
+        settings = BatchingSettings.from_spec(spec)
+        defaults = self.limits.batching
+        queued = settings.max_queued_texts or defaults.max_queued  # (both are >= 1 when set)
+        batch = settings.max_batch_size or defaults.max_batch_size
+        carried = self.limits.max_texts_per_request
+        if queued < carried:
+            raise settings_error(
+                spec.name, [("max_queued_texts", f"{queued} is below the {carried} texts a request may carry")]
             )
-        zero_shot = None
-        if spec.task == EMBEDDING:
-            try:
-                zero_shot = ZeroShotSettings.from_params(spec.params)
-            except ValueError as exc:
-                raise ConfigError(f"model '{spec.name}': params: {exc}", metadata={"model": spec.name}) from None
-        return _ModelRuntime(spec, batching, zero_shot)
+        if queued < batch:
+            raise settings_error(spec.name, [("max_queued_texts", f"{queued} is below max_batch_size ({batch})")])
+        zero_shot = ZeroShotSettings.from_spec(spec) if spec.task == EMBEDDING else None
+        return _ModelRuntime(spec, settings.config(defaults), zero_shot)
 
     def _current(self, spec: ModelSpec) -> _ModelRuntime:
         """The runtime state of a model for its current spec (made or refreshed when the spec changed)."""
@@ -117,11 +119,7 @@ class NlpRunner:
         try:
             fresh = self._runtime(spec)
         except ConfigError as exc:
-            raise FailedPreconditionError(
-                f"model '{spec.name}' cannot be served: {exc.message}",
-                reason="MODEL_CONFIG_INVALID",
-                metadata={"model": spec.name},
-            ) from None
+            raise unservable(exc) from None
         if state is not None:
             if state.batching == fresh.batching:
                 fresh.batcher = state.batcher  # same batching: keep the queue (the backend is looked up per call)

@@ -17,34 +17,31 @@ it does not understand sentiment or negation: use a fine-tuned classifier for th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
+
+from aisemble.hosting.settings import ModelSettings, setting
 
 __all__ = ["ZeroShotSettings", "label_scores", "logit_scores", "ranked"]
 
 
+def _has_label(template: str) -> str | None:
+    return None if "{label}" in template else f"must contain '{{label}}' (got {template!r})"
+
+
 @dataclass(frozen=True)
-class ZeroShotSettings:
-    """How an embedding model classifies zero-shot."""
+class ZeroShotSettings(ModelSettings):
+    """How an embedding model classifies zero-shot: its params `zero_shot_template`, `zero_shot_temperature` and
+    `zero_shot_threshold` (another `zero_shot_*` key is refused)."""
 
-    template: str = "This text is about {label}."
-    temperature: float = 0.05
-    threshold: float = 0.15
+    namespace: ClassVar[str] = "zero_shot_"
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ZeroShotSettings:
-        """Read the `zero_shot_*` registry params of a model (defaults for those not given)."""
-        default = cls()
-        template = str(params.get("zero_shot_template", default.template))
-        if "{label}" not in template:
-            raise ValueError(f"zero_shot_template must contain '{{label}}' (got {template!r})")
-        temperature = float(params.get("zero_shot_temperature", default.temperature))
-        if not temperature > 0:
-            raise ValueError(f"zero_shot_temperature must be > 0 (got {temperature})")
-        return cls(template, temperature, float(params.get("zero_shot_threshold", default.threshold)))
+    template: str = setting("This text is about {label}.", check=_has_label)
+    temperature: float = setting(0.05, above=0)
+    threshold: float = setting(0.15)
 
     def prompt(self, label: str) -> str:
         """The text embedded for a label."""

@@ -263,3 +263,17 @@ async def test_batching_figures_are_exported_to_prometheus(registry, store, star
     assert figures[f"aisemble_llm_time_to_first_token_seconds_count{label}"] == 1
     assert 0 < figures[f"aisemble_llm_time_to_first_token_seconds_sum{label}"] < 60
     assert figures[f"aisemble_llm_batch_running{label}"] == 0
+
+
+async def test_bad_batching_params_fail_the_load_and_calls_say_why(registry, store, start_server):
+    model = "smollm2-135m-onnx"
+    spec = dataclasses.replace(registry[model], params={**registry[model].params, "max_batch_size": 0})
+    server = build_server(ServerConfig(name="llm-bad"), None, {model: spec}, store=store)
+    stub = llm_service_pb2_grpc.LlmServiceStub(await start_server(server))
+    hosted = server.model_host.models[model]
+    assert hosted.state.value == "failed" and "params.max_batch_size" in hosted.error
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=2))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "params.max_batch_size: must be an integer >= 1 (got 0)" in caught.value.details()
+

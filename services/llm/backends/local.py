@@ -5,34 +5,65 @@ from __future__ import annotations
 import abc
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.settings import ModelSettings, setting
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.sampling import Sampler
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.stopping import StopSequenceFilter
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
-__all__ = ["LocalDecoderBackend"]
+__all__ = ["ContinuousBatchingSettings", "LocalDecoderBackend"]
+
+_DEFAULT = BatchLimits()
+
+
+@dataclass(frozen=True)
+class ContinuousBatchingSettings(ModelSettings):
+    """A local model's continuous batching, from its registry params (BatchLimits says what each bound does)."""
+
+    continuous_batching: bool = setting(True)
+    max_batch_size: int = setting(_DEFAULT.max_batch_size, minimum=1)
+    max_waiting: int = setting(_DEFAULT.max_waiting, minimum=0)
+    max_tokens_in_flight: int = setting(_DEFAULT.max_tokens_in_flight, minimum=1)
+    max_prefill_tokens: int = setting(_DEFAULT.max_prefill_tokens, minimum=1)
+    gather_ms: float = setting(_DEFAULT.gather_gap_s * 1000, minimum=0)
+    gather_max_ms: float = setting(_DEFAULT.gather_max_s * 1000, minimum=0)
+
+    def batch_limits(self) -> BatchLimits:
+        """The batcher's bounds."""
+        return BatchLimits(
+            max_batch_size=self.max_batch_size,
+            max_waiting=self.max_waiting,
+            max_tokens_in_flight=self.max_tokens_in_flight,
+            max_prefill_tokens=self.max_prefill_tokens,
+            gather_gap_s=self.gather_ms / 1000,
+            gather_max_s=self.gather_max_ms / 1000,
+        )
 
 
 class LocalDecoderBackend(Backend, abc.ABC):
     """A causal LM run step by step in this process; subclasses supply the forward pass only.
 
-    With continuous batching (the default; params.continuous_batching: false turns it off), every
-    concurrent sequence joins one ContinuousBatcher, which decodes them together; subclasses then
-    supply prefill / extend / decode_batch / kv_join / kv_select. Without it, each request runs its own
-    loop over `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline
-    are checked before every step, so a cancelled request stops within one decoding step.
+    With continuous batching (the default; params.continuous_batching: false turns it off; its bounds
+    are ContinuousBatchingSettings, read once at load), every concurrent sequence joins one
+    ContinuousBatcher, which decodes them together; subclasses then supply prefill / extend /
+    decode_batch / kv_join / kv_select. Without it, each request runs its own loop over
+    `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline are checked
+    before every step, so a cancelled request stops within one decoding step.
     """
 
     tasks = frozenset({"text-generation"})
+    #: This backend's settings in the registry entry's params.
+    settings_class: ClassVar[type[ContinuousBatchingSettings]] = ContinuousBatchingSettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +71,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self.context_window = 0
         self.eos_token_ids: frozenset[int] = frozenset()
         self.generation_defaults: dict[str, float] = {}
+        self.settings = self.settings_class()
         # Observability: the runner and the tests read these to see compute start and stop.
         self.tokens_generated = 0
         self.active_sequences = 0
@@ -75,6 +107,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
     def load(self) -> None:
         from transformers import AutoTokenizer
 
+        self.settings = self.settings_class.for_serving(self.spec)  # refused settings: before any weight is read
         if self.store is None:
             raise FailedPreconditionError(f"model '{self.spec.name}' needs the model store")
         path = self.store.require(self.spec.model_path)
@@ -88,29 +121,13 @@ class LocalDecoderBackend(Backend, abc.ABC):
         logits, _state = self._prefill(self.tokenizer("Hello")["input_ids"])
         if logits.shape[-1] < len(self.tokenizer) - 1024:
             raise FailedPreconditionError(f"model '{self.spec.name}': logits size does not match the tokenizer")
-        params = self.spec.params
-        if params.get("continuous_batching", True):
-            self.batcher = ContinuousBatcher(self, self._batch_limits(params))  # type: ignore[arg-type]
+        if self.settings.continuous_batching:
+            self.batcher = ContinuousBatcher(self, self.settings.batch_limits())  # type: ignore[arg-type]
 
-    def _batch_limits(self, params: dict[str, Any]) -> BatchLimits:
-        """The batcher's bounds from the registry entry's params (the defaults of BatchLimits otherwise)."""
-        defaults = BatchLimits()
-        limits = BatchLimits(
-            max_batch_size=int(params.get("max_batch_size", defaults.max_batch_size)),
-            max_waiting=int(params.get("max_waiting", defaults.max_waiting)),
-            max_tokens_in_flight=int(params.get("max_tokens_in_flight", defaults.max_tokens_in_flight)),
-            max_prefill_tokens=int(params.get("max_prefill_tokens", defaults.max_prefill_tokens)),
-            gather_gap_s=float(params.get("gather_ms", defaults.gather_gap_s * 1000)) / 1000,
-            gather_max_s=float(params.get("gather_max_ms", defaults.gather_max_s * 1000)) / 1000,
-        )
-        for name in ("max_batch_size", "max_tokens_in_flight", "max_prefill_tokens"):
-            if getattr(limits, name) < 1:
-                raise FailedPreconditionError(f"model '{self.spec.name}': params.{name} must be >= 1")
-        if limits.max_waiting < 0 or limits.gather_gap_s < 0 or limits.gather_max_s < 0:
-            raise FailedPreconditionError(
-                f"model '{self.spec.name}': params.max_waiting, gather_ms and gather_max_ms must be >= 0"
-            )
-        return limits
+    def _batch_limits(self, params: Mapping[str, Any]) -> BatchLimits:
+        """The batcher's bounds in a params mapping, parsed as load() parses the entry's (FAILED_PRECONDITION,
+        MODEL_CONFIG_INVALID, naming each bad `params.<key>`)."""
+        return self.settings_class.for_serving(self.spec, params).batch_limits()
 
     def _eos_ids(self, path: Path, config: dict[str, Any]) -> set[int]:
         ids: set[int] = set()
