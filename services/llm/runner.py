@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aisemble.config.models import ModelSpec
 from aisemble.errors import FieldViolation, InvalidArgumentError
@@ -13,10 +13,18 @@ from aisemble.hosting.admission import AdmissionControl
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.host import ModelHost
 from aisemble.hosting.streaming import iterate_in_thread
-from aisemble.resolution import Resolved, Rpc, resolve_hosted
-from services.llm.types import GenerationChunk, GenerationRequest, SamplingParams
+from aisemble.resolution import Resolved, resolve_hosted
+from services.llm.answers import GenerationAnswer, GenerationDelta, Usage
+from services.llm.types import (
+    FinishReason,
+    GenerationCall,
+    GenerationChunk,
+    GenerationRequest,
+    SamplingOverrides,
+    SamplingParams,
+)
 
-__all__ = ["LlmLimits", "LlmRunner", "Resolved", "SamplingOverrides"]
+__all__ = ["LlmLimits", "LlmRunner", "Resolved"]
 
 
 @dataclass(frozen=True)
@@ -31,21 +39,12 @@ class LlmLimits:
     default_max_output_tokens: int = 256
 
 
-@dataclass(frozen=True)
-class SamplingOverrides:
-    """What the caller set; None means 'use the model's default'."""
-
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    min_output_tokens: int | None = None
-
-
 class LlmRunner:
-    """The transport-neutral core of the LLM service (the servicer only converts protobuf)."""
+    """The transport-neutral core of the LLM service (the servicer only converts protobuf).
+
+    One method per kind of call, each the whole of it: resolve the model, fill the caller's sampling choices
+    with the model's defaults and check them against its limits, admit, generate, and count usage and cost.
+    """
 
     def __init__(self, host: ModelHost, limits: LlmLimits | None = None) -> None:
         self.host = host
@@ -55,11 +54,48 @@ class LlmRunner:
         )
         self._executor = ThreadPoolExecutor(self.limits.max_concurrent_generations, thread_name_prefix="llm-generate")
 
-    def resolve(self, model: str, rpc: str = Rpc.COMPLETE) -> Resolved:
-        """The named model, or for 'auto' this service's first ready model (the gateway selects by rules)."""
-        return resolve_hosted(self.host, model, rpc, service="llm")
+    async def complete(self, call: GenerationCall, ctx: RequestContext) -> GenerationAnswer:
+        """The whole generation at once (the same path as streaming, joined)."""
+        resolved, request = self._prepare(call)
+        text: list[str] = []
+        logprob_sum = 0.0
+        last = GenerationChunk()
+        async for chunk in self._generate(resolved, request, ctx):
+            text.append(chunk.text)
+            logprob_sum += chunk.logprob_sum
+            if chunk.finish_reason is not None:
+                last = chunk
+        output_tokens = last.output_tokens
+        return GenerationAnswer(
+            resolved=resolved,
+            text="".join(text),
+            finish_reason=last.finish_reason or FinishReason.CANCELLED,
+            usage=self._usage(resolved.spec, last),
+            mean_token_logprob=logprob_sum / output_tokens if output_tokens else 0.0,
+        )
 
-    def sampling_for(self, resolved: Resolved, overrides: SamplingOverrides) -> SamplingParams:
+    async def stream(self, call: GenerationCall, ctx: RequestContext) -> AsyncIterator[GenerationDelta]:
+        """The generation piece by piece; the last piece has the finish reason and the usage."""
+        resolved, request = self._prepare(call)
+        async for chunk in self._generate(resolved, request, ctx):
+            finished = chunk.finish_reason is not None
+            yield GenerationDelta(
+                resolved=resolved,
+                text=chunk.text,
+                token_count=chunk.token_count,
+                finish_reason=chunk.finish_reason,
+                usage=self._usage(resolved.spec, chunk) if finished else None,
+            )
+
+    # --- the steps ---
+    def _prepare(self, call: GenerationCall) -> tuple[Resolved, GenerationRequest]:
+        """The model of the call (by name, or the first ready one for 'auto': the gateway selects by rules)
+        and the request its backend runs."""
+        resolved = resolve_hosted(self.host, call.model, call.rpc, service="llm")
+        sampling = self._sampling(resolved, call.sampling)
+        return resolved, GenerationRequest(sampling=sampling, prompt=call.prompt, messages=call.messages)
+
+    def _sampling(self, resolved: Resolved, overrides: SamplingOverrides) -> SamplingParams:
         """Fill the caller's choices with the model's defaults and check them against the model's limits."""
         spec = resolved.spec
         limit = spec.max_output_tokens or None
@@ -95,12 +131,7 @@ class LlmRunner:
             min_output_tokens=min_output,
         )
 
-    def cost(self, spec: ModelSpec, prompt_tokens: int, output_tokens: int) -> float:
-        """Cost of one request from the registry's prices."""
-        cost = prompt_tokens * spec.cost_per_input_token + output_tokens * spec.cost_per_token
-        return cost if math.isfinite(cost) else 0.0
-
-    async def generate(
+    async def _generate(
         self, resolved: Resolved, request: GenerationRequest, ctx: RequestContext
     ) -> AsyncIterator[GenerationChunk]:
         """Stream the chunks of one generation; holds an admission slot while it runs."""
@@ -110,21 +141,11 @@ class LlmRunner:
             async for chunk in chunks:
                 yield chunk
 
-    async def complete(self, resolved: Resolved, request: GenerationRequest, ctx: RequestContext) -> GenerationChunk:
-        """The whole generation at once (the same path as streaming, joined)."""
-        whole = GenerationChunk()
-        async for chunk in self.generate(resolved, request, ctx):
-            whole.text += chunk.text
-            whole.token_count += chunk.token_count
-            whole.logprob_sum += chunk.logprob_sum
-            if chunk.finish_reason is not None:
-                whole = replace(
-                    whole,
-                    finish_reason=chunk.finish_reason,
-                    prompt_tokens=chunk.prompt_tokens,
-                    output_tokens=chunk.output_tokens,
-                )
-        return whole
+    @staticmethod
+    def _usage(spec: ModelSpec, last: GenerationChunk) -> Usage:
+        """The token counts of a generation's last chunk, with their cost from the registry's prices."""
+        cost = last.prompt_tokens * spec.cost_per_input_token + last.output_tokens * spec.cost_per_token
+        return Usage(last.prompt_tokens, last.output_tokens, cost if math.isfinite(cost) else 0.0)
 
     def close(self) -> None:
         """Release the worker threads."""

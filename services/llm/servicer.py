@@ -12,11 +12,12 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
-from aisemble.resolution import Resolved
+from aisemble.resolution import Rpc
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
-from services.llm.runner import LlmRunner, SamplingOverrides
-from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest
+from services.llm.answers import GenerationAnswer, Usage
+from services.llm.runner import LlmRunner
+from services.llm.types import ChatTurn, FinishReason, GenerationCall, SamplingOverrides
 
 __all__ = ["LlmServicer"]
 
@@ -36,33 +37,31 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
         self.runner = runner
 
     async def Complete(self, request: pb.CompleteRequest, context: aio.ServicerContext) -> pb.CompleteResponse:
-        resolved, generation = self._prepare(request, chat=False)
-        result = await self.runner.complete(resolved, generation, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
-        return pb.CompleteResponse(**self._whole(resolved, result))
+        answer = await self.runner.complete(self._call(request, Rpc.COMPLETE), request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
+        return pb.CompleteResponse(**self._whole(answer))
 
     async def Chat(self, request: pb.ChatRequest, context: aio.ServicerContext) -> pb.ChatResponse:
-        resolved, generation = self._prepare(request, chat=True)
-        result = await self.runner.complete(resolved, generation, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
-        return pb.ChatResponse(**self._whole(resolved, result))
+        answer = await self.runner.complete(self._call(request, Rpc.CHAT), request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
+        return pb.ChatResponse(**self._whole(answer))
 
     async def StreamComplete(
         self, request: pb.StreamCompleteRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
-        resolved, generation = self._prepare(request, chat=False)
-        async for fields in self._stream(resolved, generation, context):
+        async for fields in self._stream(self._call(request, Rpc.STREAM_COMPLETE), context):
             yield pb.StreamCompleteResponse(**fields)
 
     async def StreamChat(
         self, request: pb.StreamChatRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.StreamChatResponse]:
-        resolved, generation = self._prepare(request, chat=True)
-        async for fields in self._stream(resolved, generation, context):
+        async for fields in self._stream(self._call(request, Rpc.STREAM_CHAT), context):
             yield pb.StreamChatResponse(**fields)
 
     # --- conversions ---
-    def _prepare(self, request: Any, chat: bool) -> tuple[Resolved, GenerationRequest]:
+    def _call(self, request: Any, rpc: str) -> GenerationCall:
+        """The request, checked (INVALID_ARGUMENT naming every bad field) and made a GenerationCall."""
+        chat = rpc in (Rpc.CHAT, Rpc.STREAM_CHAT)
         limits = self.runner.limits
         violations: list[FieldViolation] = []
         if not request.model:
@@ -91,9 +90,7 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             raise InvalidArgumentError(
                 "; ".join(f"{v.field}: {v.description}" for v in violations), field_violations=violations
             )
-        resolved = self.runner.resolve(request.model)
-        sampling = self.runner.sampling_for(resolved, overrides)
-        return resolved, GenerationRequest(sampling=sampling, prompt=prompt, messages=turns)
+        return GenerationCall(model=request.model, rpc=rpc, sampling=overrides, prompt=prompt, messages=turns)
 
     def _overrides(self, request: Any, violations: list[FieldViolation]) -> SamplingOverrides:
         limits = self.runner.limits
@@ -130,35 +127,34 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             min_output_tokens=request.min_output_tokens if present("min_output_tokens") else None,
         )
 
-    def _usage(self, resolved: Resolved, chunk: GenerationChunk) -> common_pb2.Usage:
+    @staticmethod
+    def _usage(usage: Usage) -> common_pb2.Usage:
         return common_pb2.Usage(
-            prompt_tokens=chunk.prompt_tokens,
-            output_tokens=chunk.output_tokens,
-            total_tokens=chunk.prompt_tokens + chunk.output_tokens,
-            cost=self.runner.cost(resolved.spec, chunk.prompt_tokens, chunk.output_tokens),
+            prompt_tokens=usage.prompt_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            cost=usage.cost,
         )
 
-    def _whole(self, resolved: Resolved, result: GenerationChunk) -> dict[str, Any]:
-        mean_logprob = result.logprob_sum / result.output_tokens if result.output_tokens else 0.0
+    def _whole(self, answer: GenerationAnswer) -> dict[str, Any]:
         return {
-            "text": result.text,
-            "finish_reason": _FINISH[result.finish_reason or FinishReason.CANCELLED],
-            "usage": self._usage(resolved, result),
-            "selection": selection_message(resolved),
-            "mean_token_logprob": mean_logprob,
+            "text": answer.text,
+            "finish_reason": _FINISH[answer.finish_reason],
+            "usage": self._usage(answer.usage),
+            "selection": selection_message(answer.resolved),
+            "mean_token_logprob": answer.mean_token_logprob,
         }
 
-    async def _stream(
-        self, resolved: Resolved, generation: GenerationRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, call: GenerationCall, context: aio.ServicerContext) -> AsyncIterator[dict[str, Any]]:
         first = True
-        async for chunk in self.runner.generate(resolved, generation, request_context(context)):
-            fields: dict[str, Any] = {"text": chunk.text, "token_count": chunk.token_count}
+        async for delta in self.runner.stream(call, request_context(context)):
+            fields: dict[str, Any] = {"text": delta.text, "token_count": delta.token_count}
             if first:
-                fields["selection"] = selection_message(resolved)
+                fields["selection"] = selection_message(delta.resolved)
                 first = False
-            if chunk.finish_reason is not None:
-                fields["finish_reason"] = _FINISH[chunk.finish_reason]
-                fields["usage"] = self._usage(resolved, chunk)
-                context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+            if delta.finish_reason is not None:
+                fields["finish_reason"] = _FINISH[delta.finish_reason]
+                if delta.usage is not None:
+                    fields["usage"] = self._usage(delta.usage)
+                context.set_trailing_metadata(((MODEL_TRAILER, delta.resolved.spec.name),))
             yield fields

@@ -1,11 +1,19 @@
-"""Domain types of text generation, shared by the LLM runner and every text-generation backend."""
+"""Domain types of text generation: what backends take and give, and the request of each call."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 
-__all__ = ["ChatTurn", "FinishReason", "GenerationChunk", "GenerationRequest", "SamplingParams"]
+__all__ = [
+    "ChatTurn",
+    "FinishReason",
+    "GenerationCall",
+    "GenerationChunk",
+    "GenerationRequest",
+    "SamplingOverrides",
+    "SamplingParams",
+]
 
 
 class FinishReason(enum.Enum):
@@ -63,3 +71,31 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     output_tokens: int = 0
+
+
+# --- one call of the service: the runner's input, validated (its answer: answers.py) ---
+
+
+@dataclass(frozen=True)
+class SamplingOverrides:
+    """What the caller set; None means 'use the model's default'."""
+
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    min_output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    """Complete / Chat (and their streams): the model (a registry name or 'auto'), the prompt or the messages,
+    and the caller's sampling choices; `rpc` is the method's full path (the tasks it accepts, its errors)."""
+
+    model: str
+    rpc: str
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    prompt: str | None = None
+    messages: tuple[ChatTurn, ...] = ()
