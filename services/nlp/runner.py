@@ -1,4 +1,4 @@
-"""Runs NLP requests: resolves the model, checks it fits the call, batches texts across requests per model."""
+"""Runs NLP calls: resolves the model, checks it fits the call, batches texts across requests per model."""
 
 from __future__ import annotations
 
@@ -17,8 +17,17 @@ from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
 from aisemble.hosting.host import ModelHost
 from aisemble.hosting.settings import ModelSettings, setting, settings_error, unservable
-from aisemble.resolution import Resolved, resolve_hosted
-from services.nlp.types import Classification, Encoded, LanguageGuess, LanguageQuery
+from aisemble.resolution import Resolved, Rpc, resolve_hosted
+from services.nlp.answers import ClassifyAnswer, DetectLanguageAnswer, EmbedAnswer
+from services.nlp.types import (
+    Classification,
+    ClassifyCall,
+    DetectLanguageCall,
+    EmbedCall,
+    Encoded,
+    LanguageGuess,
+    LanguageQuery,
+)
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 
 __all__ = ["BatchingSettings", "NlpLimits", "NlpRunner", "Resolved"]
@@ -136,7 +145,7 @@ class NlpRunner:
         task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     # --- which model ---
-    def resolve(self, model: str, rpc: str, zero_shot: bool = False) -> Resolved:
+    def _resolve(self, model: str, rpc: str, zero_shot: bool = False) -> Resolved:
         """The named model (checked against the RPC's tasks), or for 'auto' this service's default for the task."""
         return resolve_hosted(
             self.host, model, rpc, service="nlp", zero_shot=zero_shot, preferred=self.limits.default_models
@@ -156,24 +165,18 @@ class NlpRunner:
         return state.batcher
 
     # --- the three calls ---
-    async def embed(
-        self, resolved: Resolved, texts: Sequence[str], normalize: bool, ctx: RequestContext
-    ) -> list[Encoded]:
+    async def embed(self, call: EmbedCall, ctx: RequestContext) -> EmbedAnswer:
         """One vector per text (unit length when normalize), batched with other requests for the model."""
-        encoded: list[Encoded] = await self.batcher(resolved.spec.name).submit(list(texts), ctx)
-        if not normalize:
-            return encoded
-        return [replace(e, values=e.values / max(float(np.linalg.norm(e.values)), 1e-12)) for e in encoded]
+        resolved = self._resolve(call.model, Rpc.EMBED)
+        encoded: list[Encoded] = await self.batcher(resolved.spec.name).submit(list(call.texts), ctx)
+        if call.normalize:
+            encoded = [replace(e, values=e.values / max(float(np.linalg.norm(e.values)), 1e-12)) for e in encoded]
+        return EmbedAnswer(resolved, tuple(encoded))
 
-    async def classify(
-        self,
-        resolved: Resolved,
-        texts: Sequence[str],
-        candidate_labels: Sequence[str],
-        multi_label: bool,
-        ctx: RequestContext,
-    ) -> list[Classification]:
+    async def classify(self, call: ClassifyCall, ctx: RequestContext) -> ClassifyAnswer:
         """Labels with scores per text: a classifier's own labels, or zero-shot over candidate_labels."""
+        candidate_labels = call.candidate_labels
+        resolved = self._resolve(call.model, Rpc.CLASSIFY, zero_shot=bool(candidate_labels))
         spec = resolved.spec
         if spec.task == CLASSIFICATION:
             labels: Sequence[str] = getattr(resolved.backend, "labels", ())
@@ -183,8 +186,8 @@ class NlpRunner:
                     f"model '{spec.name}' is a trained classifier over its own labels ({', '.join(labels)}) and does "
                     "not classify zero-shot: leave candidate_labels empty, or use an embedding model",
                 )
-            encoded = await self.batcher(spec.name).submit(list(texts), ctx)
-            scores = logit_scores(np.stack([e.values for e in encoded]), multi_label)
+            encoded = await self.batcher(spec.name).submit(list(call.texts), ctx)
+            scores = logit_scores(np.stack([e.values for e in encoded]), call.multi_label)
         else:
             if not candidate_labels:
                 raise InvalidArgumentError.for_field(
@@ -195,13 +198,14 @@ class NlpRunner:
             labels = candidate_labels
             state = self._current(spec)
             assert state.zero_shot is not None  # every embedding model has zero-shot settings
-            encoded, label_vectors = await self._zero_shot_vectors(resolved, state, texts, candidate_labels, ctx)
+            encoded, label_vectors = await self._zero_shot_vectors(resolved, state, call.texts, candidate_labels, ctx)
             text_vectors = np.stack([e.values for e in encoded])
-            scores = label_scores(text_vectors, label_vectors, state.zero_shot, multi_label)
-        return [
+            scores = label_scores(text_vectors, label_vectors, state.zero_shot, call.multi_label)
+        results = tuple(
             Classification(ranked(labels, scores[i]), token_count=e.token_count, truncated=e.truncated)
             for i, e in enumerate(encoded)
-        ]
+        )
+        return ClassifyAnswer(resolved, results)
 
     async def _zero_shot_vectors(
         self,
@@ -231,15 +235,14 @@ class NlpRunner:
             cache.popitem(last=False)
         return encoded[: len(texts)], np.stack([known[p] for p in prompts])
 
-    async def detect_language(
-        self, resolved: Resolved, texts: Sequence[str], top_k: int, ctx: RequestContext
-    ) -> list[LanguageGuess]:
+    async def detect_language(self, call: DetectLanguageCall, ctx: RequestContext) -> DetectLanguageAnswer:
         """The languages of each text, best first, at most top_k (capped at the model's language count)."""
-        languages = len(getattr(resolved.backend, "languages", ())) or top_k
-        k = max(1, min(top_k, languages))
-        queries = [LanguageQuery(text, k) for text in texts]
+        resolved = self._resolve(call.model, Rpc.DETECT_LANGUAGE)
+        languages = len(getattr(resolved.backend, "languages", ())) or call.top_k
+        k = max(1, min(call.top_k, languages))
+        queries = [LanguageQuery(text, k) for text in call.texts]
         guesses: list[LanguageGuess] = await self.batcher(resolved.spec.name).submit(queries, ctx)
-        return guesses
+        return DetectLanguageAnswer(resolved, tuple(guesses))
 
     async def close(self) -> None:
         """Stop the batchers (queued texts fail with UNAVAILABLE) and their threads."""

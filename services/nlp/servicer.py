@@ -25,10 +25,11 @@ from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.resolution import AUTO, Rpc
+from aisemble.resolution import AUTO
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
 from services.nlp.runner import NlpRunner
+from services.nlp.types import ClassifyCall, DetectLanguageCall, EmbedCall
 
 __all__ = ["MODEL_TRAILER", "NlpServicer"]
 
@@ -46,17 +47,16 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         violations = self._model_required(request.model)
         texts = self._texts(request.texts, violations, allow_blank=False)
         self._raise(violations)
-        resolved = self.runner.resolve(request.model, Rpc.EMBED)
         normalize = request.normalize if request.HasField("normalize") else True
-        encoded = await self.runner.embed(resolved, texts, normalize, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.embed(EmbedCall(request.model, texts, normalize), request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.EmbedResponse(
             embeddings=[
                 pb.EmbeddingResult(values=e.values.tolist(), truncated=e.truncated, token_count=e.token_count)
-                for e in encoded
+                for e in answer.embeddings
             ],
-            dimensions=int(encoded[0].values.shape[-1]) if encoded else 0,
-            selection=selection_message(resolved),
+            dimensions=answer.dimensions,
+            selection=selection_message(answer.resolved),
         )
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
@@ -64,9 +64,9 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         texts = self._texts(request.texts, violations, allow_blank=False)
         labels = self._labels(request.candidate_labels, request.multi_label, violations)
         self._raise(violations)
-        resolved = self.runner.resolve(request.model, Rpc.CLASSIFY, zero_shot=bool(labels))
-        results = await self.runner.classify(resolved, texts, labels, request.multi_label, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        call = ClassifyCall(request.model, texts, labels, request.multi_label)
+        answer = await self.runner.classify(call, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.ClassifyResponse(
             results=[
                 pb.ClassificationResult(
@@ -74,9 +74,9 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     truncated=r.truncated,
                     token_count=r.token_count,
                 )
-                for r in results
+                for r in answer.results
             ],
-            selection=selection_message(resolved),
+            selection=selection_message(answer.resolved),
         )
 
     async def DetectLanguage(
@@ -88,11 +88,11 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         if top_k < 1:
             violations.append(FieldViolation("top_k", f"must be >= 1 (got {top_k}); unset means 3"))
         self._raise(violations)
-        resolved = self.runner.resolve(request.model or AUTO, Rpc.DETECT_LANGUAGE)
-        guesses = await self.runner.detect_language(resolved, texts, top_k, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        call = DetectLanguageCall(request.model or AUTO, texts, top_k)
+        answer = await self.runner.detect_language(call, request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         results = []
-        for guess in guesses:
+        for guess in answer.guesses:
             code, score = guess.best
             results.append(
                 pb.LanguageDetectionResult(
@@ -103,7 +103,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     token_count=guess.token_count,
                 )
             )
-        return pb.DetectLanguageResponse(results=results, selection=selection_message(resolved))
+        return pb.DetectLanguageResponse(results=results, selection=selection_message(answer.resolved))
 
     # --- validation ---
     @staticmethod
@@ -112,7 +112,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
             return [FieldViolation("model", "is required: a registry model name, or 'auto'")]
         return []
 
-    def _texts(self, texts: Sequence[str], violations: list[FieldViolation], allow_blank: bool) -> list[str]:
+    def _texts(self, texts: Sequence[str], violations: list[FieldViolation], allow_blank: bool) -> tuple[str, ...]:
         limits = self.runner.limits
         if not texts:
             violations.append(FieldViolation("texts", "is required: at least one text"))
@@ -123,7 +123,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     f"has {len(texts)} texts; at most {limits.max_texts_per_request} per request (split the request)",
                 )
             )
-            return list(texts)  # not worth checking each one
+            return tuple(texts)  # not worth checking each one
         for index, text in enumerate(texts):
             if not allow_blank and not text.strip():
                 violations.append(
@@ -135,9 +135,9 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                         f"texts[{index}]", f"is {len(text)} characters long; the limit is {limits.max_text_chars}"
                     )
                 )
-        return list(texts)
+        return tuple(texts)
 
-    def _labels(self, labels: Sequence[str], multi_label: bool, violations: list[FieldViolation]) -> list[str]:
+    def _labels(self, labels: Sequence[str], multi_label: bool, violations: list[FieldViolation]) -> tuple[str, ...]:
         limits = self.runner.limits
         if len(labels) > limits.max_candidate_labels:
             violations.append(
@@ -145,7 +145,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     "candidate_labels", f"has {len(labels)} labels; at most {limits.max_candidate_labels} per request"
                 )
             )
-            return list(labels)
+            return tuple(labels)
         cleaned: list[str] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(labels):
@@ -171,7 +171,7 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
                     "has one label: give at least 2 to choose between, or set multi_label to score it on its own",
                 )
             )
-        return cleaned
+        return tuple(cleaned)
 
     @staticmethod
     def _raise(violations: list[FieldViolation]) -> None:

@@ -1,4 +1,4 @@
-"""Domain types of the NLP service, shared by its runner and every NLP backend."""
+"""Domain types of the NLP service: what backends take and give, and the request of each call."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Classification", "Encoded", "LanguageGuess", "LanguageQuery"]
+__all__ = [
+    "Classification",
+    "ClassifyCall",
+    "DetectLanguageCall",
+    "EmbedCall",
+    "Encoded",
+    "LanguageGuess",
+    "LanguageQuery",
+]
 
 
 @dataclass(frozen=True)
@@ -52,3 +60,34 @@ class LanguageGuess:
     def best(self) -> tuple[str, float]:
         """The most likely language and its score."""
         return self.languages[0] if self.languages else ("und", 0.0)
+
+
+# --- one call of the service: the runner's input, validated (its answer: answers.py) ---
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    """Embed: the model (a registry name or 'auto'), the texts, and whether to scale each vector to unit length."""
+
+    model: str
+    texts: tuple[str, ...]
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class ClassifyCall:
+    """Classify: a classifier over its own labels, or an embedding model zero-shot over candidate_labels."""
+
+    model: str
+    texts: tuple[str, ...]
+    candidate_labels: tuple[str, ...] = ()
+    multi_label: bool = False
+
+
+@dataclass(frozen=True)
+class DetectLanguageCall:
+    """DetectLanguage: the model ('auto' for the default) and how many languages to report per text."""
+
+    model: str
+    texts: tuple[str, ...]
+    top_k: int = 3
