@@ -1,4 +1,4 @@
-"""Runs vision requests: picks the model, fills its defaults, admits, decodes and infers in worker threads."""
+"""Runs vision calls: picks the model, fills its defaults, admits, decodes and infers in worker threads."""
 
 from __future__ import annotations
 
@@ -10,31 +10,42 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from aisemble.errors import (
-    FieldViolation,
-    InvalidArgumentError,
-)
+from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.hosting.admission import AdmissionControl
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.host import ModelHost
 from aisemble.inputs.images import ImageInput, ImageLimits, encode_png, load_image
-from aisemble.resolution import Resolved, auto_task, resolve_hosted
-from services.vision.frames import BackpressurePolicy, Frame, FrameOutcome, run_frames
+from aisemble.resolution import Resolved, Rpc, auto_task, resolve_hosted
+from services.vision.answers import (
+    ClassifyImageAnswer,
+    DetectAnswer,
+    FrameAnswer,
+    GenerateImageAnswer,
+    RecognizeAnswer,
+    SegmentAnswer,
+)
+from services.vision.frames import Frame, run_frames
 from services.vision.types import (
     ClassificationRequest,
     ClassificationResult,
+    ClassifyImageCall,
+    DetectCall,
+    DetectionOverrides,
     DetectionParams,
     DetectionRequest,
     DetectionResult,
-    ImageGenerationRequest,
+    GenerateImageCall,
     ImageGenerationResult,
     OcrRequest,
     OcrResult,
+    RecognizeCall,
     SegmentationRequest,
     SegmentationResult,
+    SegmentCall,
+    StreamDetectCall,
 )
 
-__all__ = ["DetectionOverrides", "EncodedMasks", "Resolved", "VisionLimits", "VisionRunner"]
+__all__ = ["Resolved", "VisionLimits", "VisionRunner"]
 
 T = TypeVar("T")
 
@@ -63,24 +74,6 @@ class VisionLimits:
     max_top_k: int = 1000
 
 
-@dataclass(frozen=True)
-class DetectionOverrides:
-    """What the caller set; None means 'the model's default'."""
-
-    score_threshold: float | None = None
-    iou_threshold: float | None = None
-    max_detections: int | None = None
-    class_names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EncodedMasks:
-    """A segmentation with every mask already encoded as an 8-bit PNG (255 inside, 0 outside)."""
-
-    result: SegmentationResult
-    pngs: list[bytes]
-
-
 class VisionRunner:
     """The transport-neutral core of the vision service (the servicer only converts protobuf).
 
@@ -97,12 +90,80 @@ class VisionRunner:
         self.streams = AdmissionControl("vision streams", self.limits.max_streams, 0)
         self._executor = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="vision-infer")
 
+    # --- unary calls ---
+    async def detect(self, call: DetectCall, ctx: RequestContext) -> DetectAnswer:
+        """Decode and detect."""
+        resolved = self._resolve(call.model, Rpc.DETECT)
+        params = self._detection_params(resolved, call.overrides)
+        result: DetectionResult = await self._unary(
+            lambda: resolved.backend.run(DetectionRequest(self._load(call.image), params), ctx), ctx
+        )
+        return DetectAnswer(resolved, result)
+
+    async def recognize(self, call: RecognizeCall, ctx: RequestContext) -> RecognizeAnswer:
+        """Decode and read the text."""
+        resolved = self._resolve(call.model, Rpc.RECOGNIZE)
+        result: OcrResult = await self._unary(
+            lambda: resolved.backend.run(OcrRequest(self._load(call.image)), ctx), ctx
+        )
+        return RecognizeAnswer(resolved, result)
+
+    async def classify(self, call: ClassifyImageCall, ctx: RequestContext) -> ClassifyImageAnswer:
+        """Decode and classify."""
+        resolved = self._resolve(call.model, Rpc.CLASSIFY_IMAGE)
+        result: ClassificationResult = await self._unary(
+            lambda: resolved.backend.run(ClassificationRequest(self._load(call.image), call.top_k), ctx), ctx
+        )
+        return ClassifyImageAnswer(resolved, result)
+
+    async def segment(self, call: SegmentCall, ctx: RequestContext) -> SegmentAnswer:
+        """Decode, segment, and encode the masks as PNG (in the worker thread too)."""
+        resolved = self._resolve(call.model, Rpc.SEGMENT)
+        params = self._detection_params(resolved, call.overrides)
+
+        def work() -> SegmentAnswer:
+            result: SegmentationResult = resolved.backend.run(SegmentationRequest(self._load(call.image), params), ctx)
+            pngs = tuple(encode_png(obj.mask.astype(np.uint8) * np.uint8(255)) for obj in result.objects)
+            return SegmentAnswer(resolved, result, pngs)
+
+        return await self._unary(work, ctx)
+
+    async def generate(self, call: GenerateImageCall, ctx: RequestContext) -> GenerateImageAnswer:
+        """Generate images (a remote call, in a worker thread like the rest)."""
+        resolved = self._resolve(call.model, Rpc.GENERATE_IMAGE)
+        result: ImageGenerationResult = await self._unary(lambda: resolved.backend.run(call.request, ctx), ctx)
+        return GenerateImageAnswer(resolved, result)
+
+    # --- streams ---
+    async def stream_detect(self, call: StreamDetectCall, ctx: RequestContext) -> AsyncIterator[FrameAnswer]:
+        """One answer per frame (see run_frames); holds a stream slot while it runs."""
+        resolved = self._resolve(call.model, Rpc.STREAM_DETECT)
+        params = self._detection_params(resolved, call.overrides)
+        async with self.streams.slot():
+
+            async def process(frame: Frame) -> DetectionResult:
+                try:
+                    return await self._in_thread(
+                        lambda: resolved.backend.run(DetectionRequest(self._load(frame.image, "frame"), params), ctx),
+                        ctx,
+                    )
+                except InvalidArgumentError as exc:  # say which frame was bad
+                    exc.message = f"frame_index {frame.index}: {exc.message}"
+                    exc.metadata["frame_index"] = str(frame.index)
+                    raise
+
+            outcomes = run_frames(
+                call.frames, process, call.policy, call.max_pending, max_unsent=max(16, call.max_pending)
+            )
+            async for outcome in outcomes:
+                yield FrameAnswer(resolved, outcome)
+
     # --- model choice ---
-    def resolve(self, model: str, rpc: str) -> Resolved:
+    def _resolve(self, model: str, rpc: str) -> Resolved:
         """The named model (NOT_FOUND / FAILED_PRECONDITION for a wrong task), or for 'auto' the first ready one."""
         return resolve_hosted(self.host, model, rpc, service="vision", hint=REGISTER_HINTS[auto_task(rpc)])
 
-    def detection_params(self, resolved: Resolved, overrides: DetectionOverrides) -> DetectionParams:
+    def _detection_params(self, resolved: Resolved, overrides: DetectionOverrides) -> DetectionParams:
         """The caller's thresholds over the model's defaults; INVALID_ARGUMENT for classes the model lacks."""
         defaults: DetectionParams = getattr(resolved.backend, "defaults", DetectionParams())
         names: Sequence[str] = getattr(resolved.backend, "class_names", ())
@@ -134,70 +195,6 @@ class VisionRunner:
             max_detections=defaults.max_detections if overrides.max_detections is None else overrides.max_detections,
             class_ids=tuple(sorted(set(class_ids))),
         )
-
-    # --- unary calls ---
-    async def detect(
-        self, resolved: Resolved, image: ImageInput, params: DetectionParams, ctx: RequestContext
-    ) -> DetectionResult:
-        """Decode and detect."""
-        return await self._unary(lambda: resolved.backend.run(DetectionRequest(self._load(image), params), ctx), ctx)
-
-    async def recognize(self, resolved: Resolved, image: ImageInput, ctx: RequestContext) -> OcrResult:
-        """Decode and read the text."""
-        return await self._unary(lambda: resolved.backend.run(OcrRequest(self._load(image)), ctx), ctx)
-
-    async def classify(
-        self, resolved: Resolved, image: ImageInput, top_k: int, ctx: RequestContext
-    ) -> ClassificationResult:
-        """Decode and classify."""
-        return await self._unary(
-            lambda: resolved.backend.run(ClassificationRequest(self._load(image), top_k), ctx), ctx
-        )
-
-    async def segment(
-        self, resolved: Resolved, image: ImageInput, params: DetectionParams, ctx: RequestContext
-    ) -> EncodedMasks:
-        """Decode, segment, and encode the masks as PNG (in the worker thread too)."""
-
-        def work() -> EncodedMasks:
-            result: SegmentationResult = resolved.backend.run(SegmentationRequest(self._load(image), params), ctx)
-            pngs = [encode_png(obj.mask.astype(np.uint8) * np.uint8(255)) for obj in result.objects]
-            return EncodedMasks(result, pngs)
-
-        return await self._unary(work, ctx)
-
-    async def generate(
-        self, resolved: Resolved, request: ImageGenerationRequest, ctx: RequestContext
-    ) -> ImageGenerationResult:
-        """Generate images (a remote call, in a worker thread like the rest)."""
-        return await self._unary(lambda: resolved.backend.run(request, ctx), ctx)
-
-    # --- streams ---
-    async def stream_detect(
-        self,
-        resolved: Resolved,
-        params: DetectionParams,
-        frames: AsyncIterator[Frame],
-        policy: BackpressurePolicy,
-        max_pending: int,
-        ctx: RequestContext,
-    ) -> AsyncIterator[FrameOutcome[DetectionResult]]:
-        """One outcome per frame (see run_frames); holds a stream slot while it runs."""
-        async with self.streams.slot():
-
-            async def process(frame: Frame) -> DetectionResult:
-                try:
-                    return await self._in_thread(
-                        lambda: resolved.backend.run(DetectionRequest(self._load(frame.image, "frame"), params), ctx),
-                        ctx,
-                    )
-                except InvalidArgumentError as exc:  # say which frame was bad
-                    exc.message = f"frame_index {frame.index}: {exc.message}"
-                    exc.metadata["frame_index"] = str(frame.index)
-                    raise
-
-            async for outcome in run_frames(frames, process, policy, max_pending, max_unsent=max(16, max_pending)):
-                yield outcome
 
     # --- plumbing ---
     def _load(self, image: ImageInput, field_path: str = "image") -> Any:

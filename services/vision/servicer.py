@@ -11,14 +11,24 @@ from grpc import aio
 from aisemble.common.v1 import common_pb2
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.inputs.images import ImageInput
-from aisemble.resolution import Rpc
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.vision.frames import BackpressurePolicy, Frame
-from services.vision.runner import DetectionOverrides, VisionRunner
-from services.vision.types import Detection, DetectionResult, ImageGenerationRequest
+from services.vision.runner import VisionRunner
+from services.vision.types import (
+    ClassifyImageCall,
+    DetectCall,
+    Detection,
+    DetectionOverrides,
+    DetectionResult,
+    GenerateImageCall,
+    ImageGenerationRequest,
+    RecognizeCall,
+    SegmentCall,
+    StreamDetectCall,
+)
 
 __all__ = ["MODEL_TRAILER", "VisionServicer", "image_input"]
 
@@ -74,15 +84,14 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         overrides = self._overrides(request, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, Rpc.DETECT)
-        params = self.runner.detection_params(resolved, overrides)
-        result = await self.runner.detect(resolved, image, params, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.detect(DetectCall(request.model, image, overrides), request_context(context))
+        result = answer.result
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.DetectResponse(
             detections=[_detection(d) for d in result.detections],
             image_width=result.width,
             image_height=result.height,
-            selection=selection_message(resolved),
+            selection=selection_message(answer.resolved),
         )
 
     async def StreamDetect(
@@ -101,8 +110,6 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         if first.backpressure_policy not in _POLICIES:
             violations.append(FieldViolation("backpressure_policy", "is not a known BackpressurePolicy"))
         _raise_if(violations)
-        resolved = self.runner.resolve(first.model, Rpc.STREAM_DETECT)
-        params = self.runner.detection_params(resolved, overrides)
 
         async def frames() -> AsyncIterator[Frame]:
             yield Frame(first.frame_index, first_image)
@@ -119,18 +126,17 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
                     )
                 yield Frame(message.frame_index, image)
 
-        outcomes = self.runner.stream_detect(
-            resolved, params, frames(), _POLICIES[first.backpressure_policy], max_pending, request_context(context)
-        )
+        call = StreamDetectCall(first.model, overrides, frames(), _POLICIES[first.backpressure_policy], max_pending)
         first_response = True
-        async for outcome in outcomes:
+        async for answer in self.runner.stream_detect(call, request_context(context)):
+            outcome = answer.outcome
             response = pb.StreamDetectResponse(frame_index=outcome.index, dropped=outcome.dropped)
             result: DetectionResult | None = outcome.result
             if result is not None:
                 response.detections.extend(_detection(d) for d in result.detections)
                 response.image_width, response.image_height = result.width, result.height
             if first_response:
-                response.selection.CopyFrom(selection_message(resolved))
+                response.selection.CopyFrom(selection_message(answer.resolved))
                 first_response = False
             yield response
 
@@ -139,9 +145,9 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         self._require_model(request.model, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, Rpc.RECOGNIZE)
-        result = await self.runner.recognize(resolved, image, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.recognize(RecognizeCall(request.model, image), request_context(context))
+        result = answer.result
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.RecognizeResponse(
             lines=[
                 pb.TextLine(text=line.text, score=line.score, polygon=_points(line.polygon)) for line in result.lines
@@ -149,7 +155,7 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             full_text="\n".join(line.text for line in result.lines),
             image_width=result.width,
             image_height=result.height,
-            selection=selection_message(resolved),
+            selection=selection_message(answer.resolved),
         )
 
     async def ClassifyImage(
@@ -163,12 +169,11 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         if not 1 <= top_k <= limit:
             violations.append(FieldViolation("top_k", f"must be between 1 and {limit}"))
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, Rpc.CLASSIFY_IMAGE)
-        result = await self.runner.classify(resolved, image, top_k, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.classify(ClassifyImageCall(request.model, image, top_k), request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.ClassifyImageResponse(
-            labels=[common_pb2.LabelScore(label=label, score=score) for label, score in result.labels],
-            selection=selection_message(resolved),
+            labels=[common_pb2.LabelScore(label=label, score=score) for label, score in answer.result.labels],
+            selection=selection_message(answer.resolved),
         )
 
     async def Segment(self, request: pb.SegmentRequest, context: aio.ServicerContext) -> pb.SegmentResponse:
@@ -176,11 +181,9 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
         image = image_input(request.image, "image", violations)
         overrides = self._overrides(request, violations)
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, Rpc.SEGMENT)
-        params = self.runner.detection_params(resolved, overrides)
-        encoded = await self.runner.segment(resolved, image, params, request_context(context))
-        result = encoded.result
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.segment(SegmentCall(request.model, image, overrides), request_context(context))
+        result = answer.result
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.SegmentResponse(
             objects=[
                 pb.SegmentedObject(
@@ -188,11 +191,11 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
                     mask=pb.Mask(width=result.width, height=result.height, png=png),
                     polygon=_points(obj.polygon),
                 )
-                for obj, png in zip(result.objects, encoded.pngs, strict=True)
+                for obj, png in zip(result.objects, answer.pngs, strict=True)
             ],
             image_width=result.width,
             image_height=result.height,
-            selection=selection_message(resolved),
+            selection=selection_message(answer.resolved),
         )
 
     async def GenerateImage(
@@ -206,7 +209,6 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             if getattr(request, name) < 0:
                 violations.append(FieldViolation(name, "must be >= 0 (0: the model's default)"))
         _raise_if(violations)
-        resolved = self.runner.resolve(request.model, Rpc.GENERATE_IMAGE)
         generation = ImageGenerationRequest(
             prompt=request.prompt,
             width=request.width,
@@ -214,14 +216,14 @@ class VisionServicer(vision_service_pb2_grpc.VisionServiceServicer):
             n=request.n or 1,
             seed=request.seed if request.HasField("seed") else None,
         )
-        result = await self.runner.generate(resolved, generation, request_context(context))
-        context.set_trailing_metadata(((MODEL_TRAILER, resolved.spec.name),))
+        answer = await self.runner.generate(GenerateImageCall(request.model, generation), request_context(context))
+        context.set_trailing_metadata(((MODEL_TRAILER, answer.resolved.spec.name),))
         return pb.GenerateImageResponse(
             images=[
                 pb.GeneratedImage(data=image.data, mime_type=image.mime_type, revised_prompt=image.revised_prompt)
-                for image in result.images
+                for image in answer.result.images
             ],
-            selection=selection_message(resolved),
+            selection=selection_message(answer.resolved),
         )
 
     # --- conversions ---

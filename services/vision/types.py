@@ -1,30 +1,39 @@
-"""Domain types of the vision tasks, shared by the vision runner and every vision backend."""
+"""Domain types of the vision tasks: what backends take and give, and the request of each call."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from aisemble.inputs.images import DecodedImage
+from aisemble.inputs.images import DecodedImage, ImageInput
+from services.vision.frames import BackpressurePolicy, Frame
 
 __all__ = [
     "Box",
     "ClassificationRequest",
     "ClassificationResult",
+    "ClassifyImageCall",
+    "DetectCall",
     "Detection",
+    "DetectionOverrides",
     "DetectionParams",
     "DetectionRequest",
     "DetectionResult",
+    "GenerateImageCall",
     "GeneratedImage",
     "ImageGenerationRequest",
     "ImageGenerationResult",
     "OcrRequest",
     "OcrResult",
     "Point",
+    "RecognizeCall",
+    "SegmentCall",
     "SegmentationRequest",
     "SegmentationResult",
     "SegmentedObject",
+    "StreamDetectCall",
     "TextLine",
 ]
 
@@ -170,3 +179,70 @@ class ImageGenerationResult:
     """The generated images."""
 
     images: list[GeneratedImage]
+
+
+# --- one call of the service: the runner's input, validated (its answer: answers.py) ---
+
+
+@dataclass(frozen=True)
+class DetectionOverrides:
+    """The thresholds and classes the caller set; None (or no classes) means 'the model's default'."""
+
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    max_detections: int | None = None
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DetectCall:
+    """Detect: the model (a registry name or 'auto'), the image, the caller's thresholds."""
+
+    model: str
+    image: ImageInput
+    overrides: DetectionOverrides = field(default_factory=DetectionOverrides)
+
+
+@dataclass(frozen=True)
+class StreamDetectCall:
+    """StreamDetect: the model and thresholds (from the first message), the frames, and how many may wait."""
+
+    model: str
+    overrides: DetectionOverrides
+    frames: AsyncIterator[Frame]
+    policy: BackpressurePolicy = BackpressurePolicy.BLOCK
+    max_pending: int = 1
+
+
+@dataclass(frozen=True)
+class RecognizeCall:
+    """Recognize: the model and the image to read."""
+
+    model: str
+    image: ImageInput
+
+
+@dataclass(frozen=True)
+class ClassifyImageCall:
+    """ClassifyImage: the model, the image and how many labels to return."""
+
+    model: str
+    image: ImageInput
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class SegmentCall:
+    """Segment: the model, the image, the caller's thresholds."""
+
+    model: str
+    image: ImageInput
+    overrides: DetectionOverrides = field(default_factory=DetectionOverrides)
+
+
+@dataclass(frozen=True)
+class GenerateImageCall:
+    """GenerateImage: the model and what to draw."""
+
+    model: str
+    request: ImageGenerationRequest
