@@ -11,7 +11,7 @@ from aisemble.hosting.host import ModelHost
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store.model_store import ModelStore, default_store_root
-from services.llm.metrics import BatchingCollector
+from services.llm.metrics import LlmCollector
 from services.llm.runner import LlmLimits, LlmRunner
 from services.llm.servicer import LlmServicer
 
@@ -43,5 +43,5 @@ def build_server(
     target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
     on_start, on_stop = follow_registry_hooks(target, "llm", host)
     server = AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])
-    server.metrics.registry.register(BatchingCollector(host))
+    server.metrics.registry.register(LlmCollector(host))
     return server

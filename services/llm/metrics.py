@@ -1,4 +1,4 @@
-"""Prometheus figures of continuous batching, per model: batch occupancy, steps, tokens, time to first token."""
+"""Prometheus figures of the LLM service per model: generations running, tokens generated, continuous batching."""
 
 from __future__ import annotations
 
@@ -9,16 +9,23 @@ from prometheus_client.registry import Collector
 
 from aisemble.hosting.host import ModelHost
 
-__all__ = ["BatchingCollector"]
+__all__ = ["LlmCollector"]
 
 
-class BatchingCollector(Collector):
-    """Reads every hosted model's batcher at scrape time (models come and go with the registry)."""
+class LlmCollector(Collector):
+    """Reads every hosted model at scrape time (models come and go with the registry): the compute counters a
+    backend reports in `info()` (`active_sequences`, `tokens_generated`: local backends) and its batcher's."""
 
     def __init__(self, host: ModelHost) -> None:
         self.host = host
 
     def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily(
+            "aisemble_llm_active_sequences", "Generations the model is computing now.", labels=["model"]
+        )
+        generated = CounterMetricFamily(
+            "aisemble_llm_generated_tokens", "Tokens the model generated (cancelled generations too).", labels=["model"]
+        )
         running = GaugeMetricFamily("aisemble_llm_batch_running", "Sequences in the running batch.", labels=["model"])
         waiting = GaugeMetricFamily(
             "aisemble_llm_batch_waiting", "Sequences waiting for a batch slot or being prefilled.", labels=["model"]
@@ -33,7 +40,15 @@ class BatchingCollector(Collector):
             labels=["model"],
         )
         for name, hosted in list(self.host.models.items()):
-            batcher = getattr(hosted.backend, "batcher", None)
+            backend = hosted.backend
+            if backend is None:
+                continue
+            facts = backend.info()
+            if "active_sequences" in facts:
+                active.add_metric([name], facts["active_sequences"])
+            if "tokens_generated" in facts:
+                generated.add_metric([name], facts["tokens_generated"])
+            batcher = getattr(backend, "batcher", None)
             if batcher is None:
                 continue
             stats = batcher.stats
@@ -42,4 +57,4 @@ class BatchingCollector(Collector):
             steps.add_metric([name], stats.steps)
             tokens.add_metric([name], stats.batched_tokens)
             first_token.add_metric([name], stats.first_tokens, stats.first_token_seconds)
-        yield from (running, waiting, steps, tokens, first_token)
+        yield from (active, generated, running, waiting, steps, tokens, first_token)

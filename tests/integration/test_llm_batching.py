@@ -277,3 +277,17 @@ async def test_bad_batching_params_fail_the_load_and_calls_say_why(registry, sto
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "params.max_batch_size: must be an integer >= 1 (got 0)" in caught.value.details()
 
+
+async def test_compute_counters_are_reported_and_exported(registry, store, start_server):
+    model = "smollm2-135m-onnx"
+    server = build_server(ServerConfig(name="llm", metrics_port=0), None, {model: registry[model]}, store=store)
+    stub = llm_service_pb2_grpc.LlmServiceStub(await start_server(server))
+    await stub.Complete(pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=3, min_output_tokens=3))
+    info = server.model_host.models[model].backend.info()
+    assert info["tokens_generated"] == 3 and info["active_sequences"] == 0
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    figures = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if model in line}
+    label = f'{{model="{model}"}}'
+    assert figures[f"aisemble_llm_generated_tokens_total{label}"] == 3
+    assert figures[f"aisemble_llm_active_sequences{label}"] == 0

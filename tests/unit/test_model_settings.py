@@ -9,9 +9,11 @@ import pytest
 from aisemble.config.models import ModelSpec
 from aisemble.config.schema import ConfigError
 from aisemble.errors import FailedPreconditionError
+from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.batching import BatchingConfig
 from aisemble.hosting.host import ModelHost
 from aisemble.hosting.settings import ModelSettings, setting, settings_error, unservable
+from services.llm.metrics import LlmCollector
 from services.nlp.runner import BatchingSettings, NlpLimits, NlpRunner
 from services.nlp.zero_shot import ZeroShotSettings
 
@@ -89,3 +91,28 @@ def test_the_nlp_runner_refuses_a_queue_smaller_than_a_request_at_start():
     with pytest.raises(ConfigError, match=r"params\.zero_shot_temperature"):
         NlpRunner(ModelHost([_spec(zero_shot_temperature=-1)]))
     NlpRunner(ModelHost([_spec("language-detection", zero_shot_temperature=-1)]))  # not an embedding model
+
+
+class _Counting(Backend):
+    provider = "counting"
+    tasks = frozenset({"text-generation"})
+
+    def load(self) -> None:
+        self.active_sequences, self.tokens_generated = 1, 42
+
+    def run(self, request, ctx: RequestContext):
+        raise NotImplementedError
+
+    def info(self):
+        return {"active_sequences": self.active_sequences, "tokens_generated": self.tokens_generated}
+
+
+async def test_the_llm_collector_exports_the_compute_counters_of_info():
+    spec = ModelSpec(name="counting", task="text-generation", provider="counting", service="llm")
+    host = ModelHost([spec], backend_factory=lambda s, _store: _Counting(s))
+    await host.load_all()
+    figures = {
+        (metric.name, sample.name): sample.value for metric in LlmCollector(host).collect() for sample in metric.samples
+    }
+    assert figures[("aisemble_llm_active_sequences", "aisemble_llm_active_sequences")] == 1
+    assert figures[("aisemble_llm_generated_tokens", "aisemble_llm_generated_tokens_total")] == 42

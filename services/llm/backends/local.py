@@ -59,6 +59,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
     decode_batch / kv_join / kv_select. Without it, each request runs its own loop over
     `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline are checked
     before every step, so a cancelled request stops within one decoding step.
+    `active_sequences` and `tokens_generated` count what the backend computes (info() reports them, the
+    LLM service exports them to Prometheus): they show compute start and stop.
     """
 
     tasks = frozenset({"text-generation"})
@@ -72,9 +74,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self.eos_token_ids: frozenset[int] = frozenset()
         self.generation_defaults: dict[str, float] = {}
         self.settings = self.settings_class()
-        # Observability: the runner and the tests read these to see compute start and stop.
-        self.tokens_generated = 0
-        self.active_sequences = 0
+        self.tokens_generated = 0  # all time
+        self.active_sequences = 0  # generations running now (in the batcher or alone)
         self._counter_lock = threading.Lock()
         self.batcher: ContinuousBatcher | None = None
 
@@ -159,6 +160,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
             "model": self.spec.name,
             "context_window": self.context_window,
             "generation_defaults": self.generation_defaults,
+            "active_sequences": self.active_sequences,
+            "tokens_generated": self.tokens_generated,
         }
         if self.batcher is not None:
             facts["continuous_batching"] = {
