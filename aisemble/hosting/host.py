@@ -6,16 +6,13 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aisemble.config.models import ModelSpec
 from aisemble.errors import AisembleError, ModelNotFoundError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, create_backend
-
-if TYPE_CHECKING:
-    from aisemble.store.model_store import ModelStore
+from aisemble.store.model_store import ModelStore, default_store_root
 
 __all__ = ["HealthSetter", "HostedModel", "ModelHost", "ModelState"]
 
@@ -67,6 +64,13 @@ class ModelHost:
         self._store = store
         self._factory = backend_factory
         self._set_health: HealthSetter | None = None
+
+    @classmethod
+    def for_service(cls, service: str, models: Mapping[str, ModelSpec], store: ModelStore | None = None) -> ModelHost:
+        """A host for the registry's models whose service is `service`, loaded from the store (default: the
+        project's model store)."""
+        hosted = [spec for spec in models.values() if spec.service == service]
+        return cls(hosted, store if store is not None else ModelStore(default_store_root()))
 
     def bind_health(self, set_health: HealthSetter) -> None:
         """Report model states to a health servicer from now on."""

@@ -8,12 +8,16 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc import aio
 
 from aisemble.errors import AisembleError, CancelledError, Code, DeadlineExceededError, UnavailableError, UpstreamError
 from aisemble.rpc.status import error_reason, rich_status
+
+if TYPE_CHECKING:
+    from aisemble.config.mesh import MeshConfig
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -26,6 +30,7 @@ __all__ = [
     "channel_options",
     "error_from_call",
     "forwardable_metadata",
+    "gateway_target",
     "open_channel",
     "server_keepalive_options",
     "target_for",
@@ -52,6 +57,13 @@ def target_for(addresses: Sequence[str]) -> str:
     if len(addresses) > 1 and all(_IP_PORT.match(a) for a in addresses):
         return "ipv4:" + ",".join(addresses)
     return addresses[0]
+
+
+def gateway_target(mesh: MeshConfig | None, explicit: str | None = None) -> str | None:
+    """Where a process reaches the gateway (the registry, the public services): `explicit`, else the mesh's."""
+    if explicit:
+        return explicit
+    return target_for(mesh.gateway.addresses) if mesh is not None else None
 
 
 def channel_options(

@@ -13,9 +13,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aisemble.config.mesh import MeshConfig
 from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
-from aisemble.rpc.client import server_keepalive_options
+from aisemble.rpc.client import gateway_target, server_keepalive_options
 from aisemble.rpc.interceptors import ErrorAndMetricsInterceptor
 from aisemble.rpc.metrics import RpcMetrics, serve_metrics
 from aisemble.rpc.telemetry import configure_tracing
@@ -24,6 +26,7 @@ __all__ = [
     "AisembleServer",
     "ServerConfig",
     "ServiceBinding",
+    "model_service_server",
     "request_context",
 ]
 
@@ -183,3 +186,18 @@ def request_context(context: aio.ServicerContext) -> RequestContext:
     )
     context.add_done_callback(lambda _call: ctx.cancelled.set())
     return ctx
+
+
+def model_service_server(
+    config: ServerConfig,
+    service: str,
+    host: ModelHost,
+    bindings: Sequence[ServiceBinding],
+    mesh: MeshConfig | None,
+    registry_target: str | None = None,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> AisembleServer:
+    """The server of a model service: it hosts `host`'s models and follows the registry (registry_target, default
+    the mesh's gateway) so that a model registered at run time is loaded at once."""
+    on_start, stop_following = follow_registry_hooks(gateway_target(mesh, registry_target), service, host)
+    return AisembleServer(config, bindings, model_host=host, on_start=on_start, on_stop=[*stop_following, *on_stop])

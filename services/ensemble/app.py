@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 from aisemble.ensemble.v1 import ensemble_service_pb2, ensemble_service_pb2_grpc
+from aisemble.rpc.client import gateway_target as gateway_target_of
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from services.ensemble.runner import EnsembleRunner
 from services.ensemble.servicer import EnsembleServicer
@@ -23,7 +24,9 @@ def build_server(
     gateway_target: str | None = None,
 ) -> AisembleServer:
     """The ensemble service; members are called through the gateway (default: the mesh's gateway address)."""
-    runner = EnsembleRunner(gateway_target or mesh.gateway.addresses[0], mesh.max_message_bytes)
+    target = gateway_target_of(mesh, gateway_target)
+    assert target is not None  # a mesh always names its gateway
+    runner = EnsembleRunner(target, mesh.max_message_bytes)
 
     async def close_runner() -> None:
         await runner.close()

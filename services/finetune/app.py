@@ -9,6 +9,7 @@ from typing import Any
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
+from aisemble.rpc.client import gateway_target
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.store.model_store import ModelStore, default_store_root
 from services.finetune.limits import FineTuneLimits
@@ -38,7 +39,7 @@ def build_server(
 ) -> AisembleServer:
     """The fine-tuning service. Base models are looked up in the gateway's registry (registry_target, default
     the mesh's gateway), else in `models`; results are registered there. It hosts no model itself."""
-    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
+    target = gateway_target(mesh, registry_target)
     runner = JobRunner(
         data_dir=data_dir or default_data_dir(),
         store=store or ModelStore(default_store_root()),

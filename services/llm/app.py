@@ -6,11 +6,10 @@ from collections.abc import Mapping
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
-from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
 from aisemble.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
-from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store.model_store import ModelStore, default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding, model_service_server
+from aisemble.store.model_store import ModelStore
 from services.llm.metrics import LlmCollector
 from services.llm.runner import LlmLimits, LlmRunner
 from services.llm.servicer import LlmServicer
@@ -32,16 +31,13 @@ def build_server(
 
     It follows the gateway's registry (registry_target, default the mesh's gateway) to load models
     registered at run time."""
-    hosted = [spec for spec in models.values() if spec.service == "llm"]
-    host = ModelHost(hosted, store or ModelStore(default_store_root()))
+    host = ModelHost.for_service("llm", models, store)
     runner = LlmRunner(host, limits)
 
     async def close_runner() -> None:
         runner.close()
 
     binding = ServiceBinding(SERVICE_NAME, LlmServicer(runner), llm_service_pb2_grpc.add_LlmServiceServicer_to_server)
-    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
-    on_start, on_stop = follow_registry_hooks(target, "llm", host)
-    server = AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])
+    server = model_service_server(config, "llm", host, [binding], mesh, registry_target, on_stop=[close_runner])
     server.metrics.registry.register(LlmCollector(host))
     return server

@@ -8,7 +8,7 @@ from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 from aisemble.config.schema import ConfigError
 from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
-from aisemble.rpc.client import target_for
+from aisemble.rpc.client import gateway_target
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from services.multimodal.composer import MultimodalComposer, MultimodalLimits, Upstreams
 from services.multimodal.servicer import MultimodalServicer
@@ -34,7 +34,7 @@ def build_server(
     `models` is accepted for the common build_server signature; the services it calls hold the models.
     """
     limits = limits or MultimodalLimits(max_message_bytes=config.max_message_bytes)
-    gateway = target_for(mesh.gateway.addresses) if mesh is not None else None
+    gateway = gateway_target(mesh)
     if not (vision_target or gateway) or not (nlp_target or gateway):
         raise ConfigError("the multimodal service needs a mesh config (the gateway's address) or its targets")
     upstreams = Upstreams(vision_target or gateway, nlp_target or gateway, limits.max_message_bytes)  # type: ignore[arg-type]

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
-from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
-from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store.model_store import ModelStore, default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding, model_service_server
+from aisemble.store.model_store import ModelStore
 from services.nlp.runner import NlpLimits, NlpRunner
 from services.nlp.servicer import NlpServicer
 
@@ -31,10 +30,7 @@ def build_server(
 
     It follows the gateway's registry (registry_target, default the mesh's gateway) to load models
     registered at run time (a classifier published by a fine-tuning job, for one)."""
-    hosted = [spec for spec in models.values() if spec.service == "nlp"]
-    host = ModelHost(hosted, store or ModelStore(default_store_root()))
+    host = ModelHost.for_service("nlp", models, store)
     runner = NlpRunner(host, limits)
     binding = ServiceBinding(SERVICE_NAME, NlpServicer(runner), nlp_service_pb2_grpc.add_NlpServiceServicer_to_server)
-    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
-    on_start, on_stop = follow_registry_hooks(target, "nlp", host)
-    return AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, runner.close])
+    return model_service_server(config, "nlp", host, [binding], mesh, registry_target, on_stop=[runner.close])

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 from aisemble.environment import apply_offline_defaults
-from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
 from aisemble.inputs.images import ImageLimits
-from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.store.model_store import ModelStore, default_store_root
+from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding, model_service_server
+from aisemble.store.model_store import ModelStore
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
 from services.vision.runner import VisionLimits, VisionRunner
 from services.vision.servicer import VisionServicer
@@ -36,8 +35,7 @@ def build_server(
     It follows the gateway's registry (registry_target, default the mesh's gateway) to load models
     registered at run time (for example YOLO-seg weights or an OpenAI image model)."""
     apply_offline_defaults()  # before any backend imports Ultralytics
-    hosted = [spec for spec in models.values() if spec.service == "vision"]
-    host = ModelHost(hosted, store or ModelStore(default_store_root()))
+    host = ModelHost.for_service("vision", models, store)
     runner = VisionRunner(host, limits, images)
 
     async def close_runner() -> None:
@@ -46,6 +44,4 @@ def build_server(
     binding = ServiceBinding(
         SERVICE_NAME, VisionServicer(runner), vision_service_pb2_grpc.add_VisionServiceServicer_to_server
     )
-    target = registry_target or (mesh.gateway.addresses[0] if mesh is not None else None)
-    on_start, on_stop = follow_registry_hooks(target, "vision", host)
-    return AisembleServer(config, [binding], model_host=host, on_start=on_start, on_stop=[*on_stop, close_runner])
+    return model_service_server(config, "vision", host, [binding], mesh, registry_target, on_stop=[close_runner])
