@@ -56,6 +56,17 @@ class Upstream:
         await self.channel.close()
 
 
+async def _relay(upstream: Upstream, call: Any) -> AsyncIterator[Any]:
+    """The replies of a streaming call as they come; its failure as our error; the call cancelled when we stop."""
+    try:
+        async for reply in call:
+            yield reply
+    except grpc.aio.AioRpcError as exc:
+        raise upstream.error(exc) from None
+    finally:
+        call.cancel()
+
+
 class Router:
     """Upstreams by service name, and the health of every model they host (from grpc.health.v1 Watch)."""
 
@@ -142,21 +153,16 @@ class Router:
         except grpc.aio.AioRpcError as exc:
             raise upstream.error(exc) from None
 
-    async def server_stream(
+    def server_stream(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
     ) -> AsyncIterator[Any]:
         """Forward a server-streaming call message by message (no buffering); cancelling ours cancels theirs."""
         method = upstream.callable(path, "unary_stream", type(request).SerializeToString, response_type.FromString)
-        call = method(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
-        try:
-            async for reply in call:
-                yield reply
-        except grpc.aio.AioRpcError as exc:
-            raise upstream.error(exc) from None
-        finally:
-            call.cancel()
+        return _relay(
+            upstream, method(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        )
 
-    async def bidi_stream(
+    def bidi_stream(
         self,
         upstream: Upstream,
         path: str,
@@ -167,14 +173,9 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a bidirectional stream; flow control is end to end (gRPC's own windows)."""
         method = upstream.callable(path, "stream_stream", request_type.SerializeToString, response_type.FromString)
-        call = method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
-        try:
-            async for reply in call:
-                yield reply
-        except grpc.aio.AioRpcError as exc:
-            raise upstream.error(exc) from None
-        finally:
-            call.cancel()
+        return _relay(
+            upstream, method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+        )
 
     async def client_stream(
         self,
