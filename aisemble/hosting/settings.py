@@ -35,6 +35,9 @@ class _Bounds:
     above: float | None = None  # exclusive
     maximum: float | None = None  # inclusive
     check: Callable[[Any], str | None] | None = None  # a description of what is wrong, or None
+    choices: tuple[Any, ...] | None = None  # the values allowed (each item's, for a list)
+    min_items: int | None = None  # a list's length, inclusive
+    max_items: int | None = None
 
 
 def setting(
@@ -44,10 +47,16 @@ def setting(
     above: float | None = None,
     maximum: float | None = None,
     check: Callable[[Any], str | None] | None = None,
+    choices: Iterable[Any] | None = None,
+    min_items: int | None = None,
+    max_items: int | None = None,
 ) -> Any:
     """A field of a ModelSettings dataclass: its default and bounds (`minimum` and `maximum` inclusive, `above`
-    exclusive); `check` returns what is wrong with a value, or None. A default of None means "not set"."""
-    return dataclasses.field(default=default, metadata={_BOUNDS: _Bounds(minimum, above, maximum, check)})
+    exclusive; for a list, of each item); `choices` the values allowed; `min_items` / `max_items` a list's length
+    (inclusive); `check` returns what is wrong with a value, or None. A default of None means "not set"."""
+    allowed = tuple(choices) if choices is not None else None
+    bounds = _Bounds(minimum, above, maximum, check, allowed, min_items, max_items)
+    return dataclasses.field(default=default, metadata={_BOUNDS: bounds})
 
 
 def settings_error(model: str, problems: Iterable[tuple[str, str]], source: str | None = REGISTRY_FILE) -> ConfigError:
@@ -74,7 +83,13 @@ def unservable(error: ConfigError) -> FailedPreconditionError:
     )
 
 
-def _kind(kind: type) -> str:
+_SCALARS = (bool, int, float, str)
+_MISSING: Any = object()  # what a conversion gives for a value of another type, or out of bounds
+
+
+def _kind(kind: type, plural: bool = False) -> str:
+    if plural:
+        return {bool: "true or false values", int: "integers", float: "numbers", str: "strings"}[kind]
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
 
 
@@ -91,40 +106,106 @@ def _bounds_text(bounds: _Bounds) -> str:
     return " " + " and ".join(parts) if parts else ""
 
 
-def _split_optional(hint: Any) -> tuple[type, bool]:
-    """(the value type, whether None is allowed) of a field's annotation: int, float, bool, str, or X | None."""
+def _count_text(bounds: _Bounds) -> str:
+    low, high = bounds.min_items, bounds.max_items
+    if low is not None and low == high:
+        return f"list of {low} "
+    if low is not None and high is not None:
+        return f"list of {low} to {high} "
+    if low is not None:
+        return "non-empty list of " if low == 1 else f"list of at least {low} "
+    return f"list of at most {high} " if high is not None else "list of "
+
+
+def _item_kind(hint: Any) -> type | None:
+    """X of a `tuple[X, ...]` annotation (X a bool, int, float or str), else None."""
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+            return typing.cast(type, args[0])
+    return None
+
+
+def _members(hint: Any) -> tuple[tuple[Any, ...], bool]:
+    """(the value types, whether None is allowed) of a field's annotation: bool, int, float, str, a list of one
+    of them as `tuple[X, ...]`, a union of these (`int | tuple[int, ...]`: either), any of them | None."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        members = [m for m in typing.get_args(hint) if m is not type(None)]
-        if len(members) == 1:
-            return members[0], True
-    if hint in (bool, int, float, str):
-        return hint, False
-    raise TypeError(f"a setting is a bool, int, float or str (or one of them | None), not {hint!r}")
+        args = typing.get_args(hint)
+        members = tuple(m for m in args if m is not type(None))
+        optional = len(members) < len(args)
+    else:
+        members, optional = (hint,), False
+    for member in members:
+        if member not in _SCALARS and _item_kind(member) is None:
+            raise TypeError(
+                f"a setting is a bool, int, float or str, a tuple[X, ...] of one, a union of those (or | None), "
+                f"not {hint!r}"
+            )
+    return members, optional
 
 
-def _convert(raw: Any, hint: Any, bounds: _Bounds) -> Any:
-    """The value of one key, checked against its type and bounds; ValueError says what is wrong."""
-    kind, optional = _split_optional(hint)
-    if raw is None and optional:
-        return None
+def _scalar(raw: Any, kind: type, bounds: _Bounds) -> Any:
+    """raw as a `kind` within bounds and choices, else _MISSING. An integral float (8.0, as a protobuf Struct
+    carries every number) is an integer."""
     if kind is bool:
         ok = isinstance(raw, bool)
     elif kind is int:
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
         ok = isinstance(raw, int) and not isinstance(raw, bool)
     elif kind is float:
         ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
     else:
         ok = isinstance(raw, str)
-    wanted = f"must be {_kind(kind)}{_bounds_text(bounds) if kind in (int, float) else ''} (got {raw!r})"
     if not ok:
-        raise ValueError(wanted)
+        return _MISSING
     value = float(raw) if kind is float else raw
     if kind in (int, float) and (
         (bounds.minimum is not None and value < bounds.minimum)
         or (bounds.above is not None and value <= bounds.above)
         or (bounds.maximum is not None and value > bounds.maximum)
     ):
-        raise ValueError(wanted)
+        return _MISSING
+    if bounds.choices is not None and value not in bounds.choices:
+        return _MISSING
+    return value
+
+
+def _items(raw: Any, kind: type, bounds: _Bounds) -> Any:
+    """raw (a YAML or JSON list) as a tuple of `kind`s, each within bounds, of an allowed length; else _MISSING."""
+    if not isinstance(raw, list | tuple):
+        return _MISSING
+    if (bounds.min_items is not None and len(raw) < bounds.min_items) or (
+        bounds.max_items is not None and len(raw) > bounds.max_items
+    ):
+        return _MISSING
+    values = tuple(_scalar(item, kind, bounds) for item in raw)
+    return _MISSING if any(value is _MISSING for value in values) else values
+
+
+def _wanted(member: Any, bounds: _Bounds) -> str:
+    """What a value of one member type must be, in words."""
+    kind = _item_kind(member)
+    one = kind or member
+    what = _kind(one, plural=kind is not None) + (_bounds_text(bounds) if one in (int, float) else "")
+    if bounds.choices is not None:
+        listed = ", ".join(repr(choice) for choice in bounds.choices)
+        what = f"one of {listed}" if kind is None else f"{what}, each one of {listed}"
+    return what if kind is None else f"a {_count_text(bounds)}{what}"
+
+
+def _convert(raw: Any, hint: Any, bounds: _Bounds) -> Any:
+    """The value of one key, checked against its type and bounds; ValueError says what is wrong."""
+    members, optional = _members(hint)
+    if raw is None and optional:
+        return None
+    for member in members:
+        kind = _item_kind(member)
+        value = _scalar(raw, member, bounds) if kind is None else _items(raw, kind, bounds)
+        if value is not _MISSING:
+            break
+    else:
+        raise ValueError(f"must be {' or '.join(_wanted(member, bounds) for member in members)} (got {raw!r})")
     problem = bounds.check(value) if bounds.check is not None else None
     if problem:
         raise ValueError(problem)
@@ -133,7 +214,9 @@ def _convert(raw: Any, hint: Any, bounds: _Bounds) -> Any:
 
 class ModelSettings:
     """Base of a model's typed settings (after MLServer's ModelSettings): subclass it as a frozen dataclass whose
-    fields, made with `setting()`, are keys of the registry entry's `params`.
+    fields, made with `setting()`, are keys of the registry entry's `params`. A field is a bool, int, float or
+    str, a list of one of them as `tuple[X, ...]` (a YAML or JSON list; bounds and choices hold for each item),
+    a union of these (`int | tuple[int, ...]`: either form), or any of them `| None` (not set).
 
     Parsed once, when the model is loaded: every key this class knows is checked (type, bounds, `check`, then
     `problems()` across fields), and every violation is named in one ConfigError (`settings_error`). Keys the

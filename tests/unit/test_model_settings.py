@@ -56,6 +56,73 @@ def test_every_violation_is_named_at_once_then_checks_across_fields():
         _Example.from_params({"count": 3, "limit": 1}, model="m")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Lists(ModelSettings):
+    names: tuple[str, ...] | None = setting(None, min_items=1)
+    mean: tuple[float, ...] = setting((0.5, 0.5, 0.5), min_items=3, max_items=3)
+    std: tuple[float, ...] = setting((1.0, 1.0, 1.0), above=0, min_items=3, max_items=3)
+    sizes: tuple[str, ...] = setting((), max_items=2, choices=("256x256", "512x512", "1024x1024"))
+    side: int | tuple[int, ...] | None = setting(None, minimum=1, min_items=2, max_items=2)
+    api: str = setting("completions", choices=("completions", "chat"))
+
+
+def test_lists_are_tuples_checked_item_by_item():
+    assert _Lists.from_params({}, model="m") == _Lists()
+    parsed = _Lists.from_params(
+        {"names": ["cat", "dog"], "mean": [0, 0.25, 1], "sizes": ("256x256",), "side": [480, 640], "api": "chat"},
+        model="m",
+    )
+    assert parsed == _Lists(
+        names=("cat", "dog"), mean=(0.0, 0.25, 1.0), sizes=("256x256",), side=(480, 640), api="chat"
+    )
+    assert isinstance(parsed.names, tuple) and all(isinstance(v, float) for v in parsed.mean)
+    assert _Lists.from_params({"side": 320, "names": None}, model="m").side == 320  # either form of a union
+
+
+def test_a_bad_list_names_its_key_and_what_each_item_must_be():
+    params = {
+        "names": [],
+        "mean": [0.5, 0.5],
+        "std": [1, 0, 1],
+        "sizes": ["256x256", "300x300"],
+        "side": [1, 2, 3],
+        "api": "chats",
+    }
+    with pytest.raises(ConfigError) as caught:
+        _Lists.from_params(params, model="m", source="models.yaml")
+    assert [v.field for v in caught.value.field_violations] == [f"params.{key}" for key in params]
+    assert str(caught.value) == (
+        "models.yaml: model 'm': params.names: must be a non-empty list of strings (got []); "
+        "params.mean: must be a list of 3 numbers (got [0.5, 0.5]); "
+        "params.std: must be a list of 3 numbers > 0 (got [1, 0, 1]); "
+        "params.sizes: must be a list of at most 2 strings, each one of '256x256', '512x512', '1024x1024' "
+        "(got ['256x256', '300x300']); "
+        "params.side: must be an integer >= 1 or a list of 2 integers >= 1 (got [1, 2, 3]); "
+        "params.api: must be one of 'completions', 'chat' (got 'chats')"
+    )
+    with pytest.raises(ConfigError, match=r"params\.names: must be a non-empty list of strings \(got 'cat'\)"):
+        _Lists.from_params({"names": "cat"}, model="m")  # a string is not a list of its letters
+    with pytest.raises(ConfigError, match=r"params\.mean: must be a list of 3 numbers \(got \[0\.5, 'x', 1\]\)"):
+        _Lists.from_params({"mean": [0.5, "x", 1]}, model="m")
+
+
+def test_an_integral_float_is_an_integer_as_a_protobuf_struct_carries_it():
+    assert _Example.from_params({"count": 4.0, "limit": 8.0}, model="m") == _Example(count=4, limit=8)
+    assert isinstance(_Example.from_params({"count": 4.0}, model="m").count, int)
+    assert _Lists.from_params({"side": [480.0, 640.0]}, model="m").side == (480, 640)
+    with pytest.raises(ConfigError, match=r"params\.count: must be an integer between 1 and 8 \(got 2\.5\)"):
+        _Example.from_params({"count": 2.5}, model="m")
+
+
+def test_a_field_of_another_type_is_a_programming_error():
+    @dataclasses.dataclass(frozen=True)
+    class _Wrong(ModelSettings):
+        names: frozenset[str] = setting(frozenset())
+
+    with pytest.raises(TypeError, match="tuple"):
+        _Wrong.from_params({"names": ["a"]}, model="m")
+
+
 def test_a_refusal_when_serving_is_a_failed_precondition_with_the_same_words():
     error = unservable(settings_error("m", [("count", "must be an integer >= 1 (got 0)")]))
     assert isinstance(error, FailedPreconditionError) and error.reason == "MODEL_CONFIG_INVALID"
