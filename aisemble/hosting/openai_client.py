@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from aisemble.config.models import ModelSpec
@@ -17,15 +19,30 @@ from aisemble.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from aisemble.hosting.settings import ModelSettings, setting
 
-__all__ = ["api_key_for", "make_client", "map_openai_error"]
+__all__ = ["OpenAIClientSettings", "api_key_for", "make_client", "map_openai_error"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def api_key_for(spec: ModelSpec) -> str:
+def _env_name(name: str) -> str | None:
+    return None if _ENV_NAME.fullmatch(name) else f"must be an environment variable name (got {name!r})"
+
+
+@dataclass(frozen=True)
+class OpenAIClientSettings(ModelSettings):
+    """The registry params of every OpenAI-endpoint backend: `api_key_env` (the variable holding the API key)
+    and `timeout_s` (per call; a backend's subclass may give it another default)."""
+
+    api_key_env: str = setting("OPENAI_API_KEY", check=_env_name)
+    timeout_s: float = setting(60.0, above=0)
+
+
+def api_key_for(spec: ModelSpec, settings: OpenAIClientSettings | None = None) -> str:
     """The API key: the variable named by params.api_key_env (default OPENAI_API_KEY). Never logged."""
-    env_name = str(spec.params.get("api_key_env", "OPENAI_API_KEY"))
+    env_name = (settings or OpenAIClientSettings.for_serving(spec)).api_key_env
     key = os.environ.get(env_name, "")
     if not key:
         raise FailedPreconditionError(
@@ -36,14 +53,16 @@ def api_key_for(spec: ModelSpec) -> str:
     return key
 
 
-def make_client(spec: ModelSpec, timeout_s: float = 60.0) -> Any:
-    """An openai.OpenAI client for the model's endpoint; retries are ours to decide (none here)."""
+def make_client(spec: ModelSpec, settings: OpenAIClientSettings | None = None) -> Any:
+    """An openai.OpenAI client for the model's endpoint (settings: the entry's, parsed here when not given);
+    retries are ours to decide (none here)."""
     from openai import OpenAI
 
+    settings = settings or OpenAIClientSettings.for_serving(spec)
     return OpenAI(
-        api_key=api_key_for(spec),
+        api_key=api_key_for(spec, settings),
         base_url=spec.endpoint or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
-        timeout=timeout_s,
+        timeout=settings.timeout_s,
         max_retries=0,
     )
 

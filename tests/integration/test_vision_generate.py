@@ -174,3 +174,23 @@ async def test_endpoint_errors_map_to_statuses(generator):
         generator.GenerateImage(pb.GenerateImageRequest(model="no-key", prompt="x")), grpc.StatusCode.UNAVAILABLE
     )
     assert "AISEMBLE_TEST_UNSET_KEY" in error.details()
+
+
+async def test_bad_params_fail_the_load_and_calls_say_which(endpoint, start_server, monkeypatch):
+    monkeypatch.setenv("AISEMBLE_TEST_IMAGES_KEY", KEY)
+    entry = {
+        "task": "image-generation",
+        "provider": "openai",
+        "endpoint": endpoint.base_url,
+        "model_id": "pixels-1",
+        "params": {"api_key_env": "AISEMBLE_TEST_IMAGES_KEY", "sizes": ["big"], "max_images": 0},
+    }
+    server = build_server(ServerConfig(name="vision-images-bad"), None, {"bad": model_from_mapping("bad", entry)})
+    stub = vision_service_pb2_grpc.VisionServiceStub(await start_server(server))
+    hosted = server.model_host.models["bad"]
+    assert hosted.state.value == "failed" and "params.max_images" in hosted.error
+    error = await _fails(
+        stub.GenerateImage(pb.GenerateImageRequest(model="bad", prompt="x")), grpc.StatusCode.UNAVAILABLE
+    )
+    assert "params.sizes: each size must be WIDTHxHEIGHT" in error.details()
+    assert "params.max_images: must be an integer >= 1 (got 0)" in error.details()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError
+from aisemble.hosting.onnx_runtime import OnnxRuntimeSettings, inference_session
 from aisemble.store.causal_lm_graph import KV_INPUT_NAMES, ONNX_FILE
-from services.llm.backends.local import LocalDecoderBackend
+from services.llm.backends.local import ContinuousBatchingSettings, LocalDecoderBackend
 
-__all__ = ["OnnxLlmBackend"]
+__all__ = ["OnnxLlmBackend", "OnnxLlmSettings"]
+
+
+@dataclass(frozen=True)
+class OnnxLlmSettings(ContinuousBatchingSettings, OnnxRuntimeSettings):
+    """An ONNX Runtime text-generation model's params: its continuous batching and ONNX Runtime's threads."""
 
 
 class OnnxLlmBackend(LocalDecoderBackend):
@@ -23,10 +30,10 @@ class OnnxLlmBackend(LocalDecoderBackend):
     """
 
     provider = "onnxruntime"
+    settings_class: ClassVar[type[OnnxLlmSettings]] = OnnxLlmSettings
+    settings: OnnxLlmSettings
 
     def _load_model(self, path: Path) -> None:
-        import onnxruntime as ort
-
         graph = path / ONNX_FILE
         if not graph.exists():
             raise FailedPreconditionError(f"{graph} is missing: run `aisemble models prepare {self.spec.model_path}`")
@@ -34,19 +41,8 @@ class OnnxLlmBackend(LocalDecoderBackend):
         self._layers = int(config["num_hidden_layers"])
         self._kv_heads = int(config["num_key_value_heads"])
         self._head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads burn the cores between steps that the gateway and gRPC need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = int(self.spec.params.get("intra_op_threads", 0))
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if self.spec.device == "cuda"
-            else ["CPUExecutionProvider"]
-        )
-        self.session = ort.InferenceSession(str(graph), options, providers=providers)
+        # Spinning worker threads burn the cores between steps that the gateway and gRPC need: off unless set.
+        self.session = inference_session(graph, self.spec.device, self.settings, spinning=False)
         self._past_names = KV_INPUT_NAMES(self._layers)
         self._output_names = [o.name for o in self.session.get_outputs()]
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aisemble.errors import AisembleError
 from aisemble.hosting.backend import Backend, RequestContext
-from aisemble.hosting.openai_client import make_client, map_openai_error
+from aisemble.hosting.openai_client import OpenAIClientSettings, make_client, map_openai_error
+from aisemble.hosting.settings import setting
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "OpenAILlmSettings"]
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "content_filter": FinishReason.STOP}
+
+
+@dataclass(frozen=True)
+class OpenAILlmSettings(OpenAIClientSettings):
+    """A remote text-generation model's params: the client's (api_key_env, timeout_s: 60 s) and `prompt_api`."""
+
+    prompt_api: str = setting("completions", choices=("completions", "chat"))
 
 
 class OpenAIBackend(Backend):
@@ -24,11 +33,14 @@ class OpenAIBackend(Backend):
 
     provider = "openai"
     tasks = frozenset({"text-generation"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[OpenAILlmSettings]] = OpenAILlmSettings
 
     def load(self) -> None:
-        self.client = make_client(self.spec, timeout_s=float(self.spec.params.get("timeout_s", 60.0)))
+        self.settings = self.settings_class.for_serving(self.spec)
+        self.client = make_client(self.spec, self.settings)
         self.remote_model = self.spec.model_id or self.spec.name
-        self.prompt_api = str(self.spec.params.get("prompt_api", "completions"))
+        self.prompt_api = self.settings.prompt_api
 
     def info(self) -> dict[str, Any]:
         return {

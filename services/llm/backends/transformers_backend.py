@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError
-from services.llm.backends.local import LocalDecoderBackend
+from aisemble.hosting.settings import setting
+from services.llm.backends.local import ContinuousBatchingSettings, LocalDecoderBackend
 
-__all__ = ["TransformersBackend"]
+__all__ = ["TransformersBackend", "TransformersSettings"]
+
+
+def _not_empty(name: str) -> str | None:
+    return None if name.strip() else "must name the base artifact (got an empty string)"
+
+
+@dataclass(frozen=True)
+class TransformersSettings(ContinuousBatchingSettings):
+    """A transformers model's params: its continuous batching and, for a LoRA adapter, `base_model_path`."""
+
+    base_model_path: str | None = setting(None, check=_not_empty)
 
 
 class TransformersBackend(LocalDecoderBackend):
@@ -23,6 +36,8 @@ class TransformersBackend(LocalDecoderBackend):
     """
 
     provider = "transformers"
+    settings_class: ClassVar[type[TransformersSettings]] = TransformersSettings
+    settings: TransformersSettings
 
     def _load_model(self, path: Path) -> None:
         import torch
@@ -32,12 +47,12 @@ class TransformersBackend(LocalDecoderBackend):
         if (path / "adapter_config.json").exists():
             from peft import PeftModel
 
-            base_name = self.spec.params.get("base_model_path")
+            base_name = self.settings.base_model_path
             if not base_name or self.store is None:
                 raise FailedPreconditionError(
                     f"model '{self.spec.name}' is a LoRA adapter: params.base_model_path must name the base artifact"
                 )
-            base = AutoModelForCausalLM.from_pretrained(self.store.require(str(base_name)), dtype=torch.float32)
+            base = AutoModelForCausalLM.from_pretrained(self.store.require(base_name), dtype=torch.float32)
             self.model: Any = PeftModel.from_pretrained(base, path).merge_and_unload()
         else:
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

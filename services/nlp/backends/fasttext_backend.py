@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aisemble.errors import FailedPreconditionError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.settings import ModelSettings, setting
 from services.nlp.types import LanguageGuess, LanguageQuery
 
-__all__ = ["UNDETERMINED", "FastTextBackend"]
+__all__ = ["UNDETERMINED", "FastTextBackend", "FastTextSettings"]
 
 #: ISO 639-2 "undetermined": the answer for a text that carries no language.
 UNDETERMINED = "und"
@@ -26,21 +28,35 @@ _UPPER = re.compile(r"[A-Z]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 
+@dataclass(frozen=True)
+class FastTextSettings(ModelSettings):
+    """A fastText model's params: `file` (the .ftz / .bin in the artifact; not set: the manifest's, else
+    lid.176.ftz) and `max_input_chars` (longer texts are cut)."""
+
+    file: str | None = setting(None)
+    max_input_chars: int = setting(_DEFAULT_MAX_INPUT_CHARS, minimum=1)
+
+
 class FastTextBackend(Backend):
     """fastText lid.176: ISO codes and probabilities, best first, per text."""
 
     provider = "fasttext"
     tasks = frozenset({"language-detection"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[FastTextSettings]] = FastTextSettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model: Any = None
         self.languages: tuple[str, ...] = ()
         self.label_prefix = "__label__"
-        self.max_input_chars = int(self.spec.params.get("max_input_chars", _DEFAULT_MAX_INPUT_CHARS))
+        self.settings = self.settings_class()
+        self.max_input_chars = self.settings.max_input_chars
         self._file = ""
 
     def load(self) -> None:
+        self.settings = self.settings_class.for_serving(self.spec)  # refused settings: before any file is read
+        self.max_input_chars = self.settings.max_input_chars
         import fasttext
 
         if self.store is None:
@@ -48,7 +64,7 @@ class FastTextBackend(Backend):
         folder = self.store.require(self.spec.model_path)
         manifest = self.store.manifest(self.spec.model_path)
         info: Mapping[str, Any] = manifest.info if manifest is not None else {}
-        name = str(self.spec.params.get("file") or info.get("file") or "lid.176.ftz")
+        name = str(self.settings.file or info.get("file") or "lid.176.ftz")
         path = (folder / name).resolve()
         if not path.is_relative_to(folder.resolve()) or not path.is_file():
             raise FailedPreconditionError(

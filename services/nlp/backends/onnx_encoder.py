@@ -21,29 +21,50 @@ A fine-tuning job writes exactly this (torch: encoder + head behind a keyword-ar
 `torch.onnx.export(..., dynamo=False)` with dynamic batch and sequence axes) and registers a model
 with `task: text-classification`, `provider: onnxruntime`, `model_path: <folder>`.
 
-Registry `params` (all optional) override the defaults: `onnx_file`, `tokenizer_file`, `output`,
-`labels` (a list), `labels_file`, `intra_op_threads`, `intra_op_spinning` (true/false; ONNX Runtime's
-default is true).
+Registry `params` (all optional; OnnxEncoderSettings, read at load) override the defaults: `onnx_file`,
+`tokenizer_file`, `output`, `labels` (a list), `labels_file`, `intra_op_threads`, `intra_op_spinning`
+(true/false; ONNX Runtime's default is true).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.onnx_runtime import OnnxRuntimeSettings, inference_session
+from aisemble.hosting.settings import setting
 from services.nlp.types import Encoded
 
-__all__ = ["ENCODER_INPUTS", "OnnxEncoderBackend"]
+__all__ = ["ENCODER_INPUTS", "OnnxEncoderBackend", "OnnxEncoderSettings"]
 
 #: The graph inputs this backend knows how to feed.
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
+
+
+def _unique_labels(labels: tuple[str, ...]) -> str | None:
+    if not all(labels) or len(set(labels)) != len(labels):
+        return f"must be unique, non-empty strings (got {list(labels)!r})"
+    return None
+
+
+@dataclass(frozen=True)
+class OnnxEncoderSettings(OnnxRuntimeSettings):
+    """An encoder's params (each file or output, when not set, is the manifest's, else the default name) and
+    ONNX Runtime's threads."""
+
+    onnx_file: str | None = setting(None)
+    tokenizer_file: str | None = setting(None)
+    output: str | None = setting(None)
+    labels: tuple[str, ...] | None = setting(None, min_items=1, check=_unique_labels)
+    labels_file: str | None = setting(None)
 
 
 class OnnxEncoderBackend(Backend):
@@ -54,6 +75,8 @@ class OnnxEncoderBackend(Backend):
 
     provider = "onnxruntime"
     tasks = frozenset({"embedding", "text-classification"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[OnnxEncoderSettings]] = OnnxEncoderSettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,6 +90,7 @@ class OnnxEncoderBackend(Backend):
         self._output = ""
         self._pooled = False
         self._files: dict[str, str] = {}
+        self.settings = self.settings_class()
 
     @property
     def is_classifier(self) -> bool:
@@ -75,16 +99,16 @@ class OnnxEncoderBackend(Backend):
 
     # --- Backend ---
     def load(self) -> None:
+        self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file is read
         if self.store is None:
             raise FailedPreconditionError(f"model '{self.spec.name}' needs the model store")
         folder = self.store.require(self.spec.model_path)
         manifest = self.store.manifest(self.spec.model_path)
         info: Mapping[str, Any] = manifest.info if manifest is not None else {}
-        params = self.spec.params
         raw_onnx = info.get("onnx")
         onnx_info: Mapping[str, Any] = raw_onnx if isinstance(raw_onnx, Mapping) else {}
-        onnx_file = self._file(folder, params.get("onnx_file") or onnx_info.get("file") or "model.onnx")
-        tokenizer_file = self._file(folder, params.get("tokenizer_file") or info.get("tokenizer") or "tokenizer.json")
+        onnx_file = self._file(folder, settings.onnx_file or onnx_info.get("file") or "model.onnx")
+        tokenizer_file = self._file(folder, settings.tokenizer_file or info.get("tokenizer") or "tokenizer.json")
         self.max_tokens = int(self.spec.max_tokens or info.get("max_length") or 0)
         self.tokenizer = self._load_tokenizer(tokenizer_file)
         self.session = self._load_session(onnx_file)
@@ -98,7 +122,7 @@ class OnnxEncoderBackend(Backend):
             )
         self._inputs = tuple(names)
         outputs = [o.name for o in self.session.get_outputs()]
-        wanted = params.get("output") or onnx_info.get("output")
+        wanted = settings.output or onnx_info.get("output")
         if not wanted:
             preferred = "logits" if self.is_classifier else "last_hidden_state"
             wanted = preferred if preferred in outputs else outputs[0]
@@ -109,7 +133,7 @@ class OnnxEncoderBackend(Backend):
             )
         self._output = str(wanted)
         if self.is_classifier:
-            self.labels = self._load_labels(folder, params, info)
+            self.labels = self._load_labels(folder, info)
             self.problem_type = str(info.get("problem_type") or self.problem_type)
         self._files = {"onnx": onnx_file.name, "tokenizer": tokenizer_file.name}
         self._warm_up(onnx_file.name)
@@ -184,28 +208,12 @@ class OnnxEncoderBackend(Backend):
         return tokenizer
 
     def _load_session(self, path: Path) -> Any:
-        import onnxruntime as ort
+        return inference_session(path, self.spec.device, self.settings)  # spinning: ONNX Runtime's, unless set
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(self.spec.params.get("intra_op_threads", 0))
-        if threads:
-            options.intra_op_num_threads = threads
-        if "intra_op_spinning" in self.spec.params:
-            # Spinning threads answer the next call sooner but take CPU from the event loop between calls.
-            spinning = "1" if self.spec.params["intra_op_spinning"] else "0"
-            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if self.spec.device == "cuda"
-            else ["CPUExecutionProvider"]
-        )
-        return ort.InferenceSession(str(path), options, providers=providers)
-
-    def _load_labels(self, folder: Path, params: Mapping[str, Any], info: Mapping[str, Any]) -> tuple[str, ...]:
-        raw: Any = params.get("labels") or info.get("labels")
+    def _load_labels(self, folder: Path, info: Mapping[str, Any]) -> tuple[str, ...]:
+        raw: Any = list(self.settings.labels) if self.settings.labels else info.get("labels")
         if raw is None:
-            labels_file = folder / str(params.get("labels_file") or "labels.json")
+            labels_file = folder / (self.settings.labels_file or "labels.json")
             if not labels_file.is_file():
                 raise FailedPreconditionError(
                     f"classifier '{self.spec.name}' names no labels: give `labels` in the manifest info, "

@@ -25,12 +25,14 @@ class ModelFiles:
         self.info = dict(info)
         self.file = file  # set when model_path names a file rather than a folder
 
-    def pick(self, spec: ModelSpec, param: str, info_key: str, default: str = "", suffix: str = "") -> Path:
-        """The file named by spec.params[param], else manifest info[info_key], else `default`,
-        else the only `*suffix` file of the folder. FAILED_PRECONDITION when it does not exist."""
+    def pick(
+        self, spec: ModelSpec, param: str, given: str | None, info_key: str, default: str = "", suffix: str = ""
+    ) -> Path:
+        """The file `given` by the model's settings (its key: params.<param>), else manifest info[info_key], else
+        `default`, else the only `*suffix` file of the folder. FAILED_PRECONDITION when it does not exist."""
         if self.file is not None:
             return self.file
-        name = str(spec.params.get(param) or self.info.get(info_key) or default)
+        name = str(given or self.info.get(info_key) or default)
         if not name and suffix:
             found = sorted(p.name for p in self.folder.glob(f"*{suffix}") if p.is_file())
             if len(found) != 1:

@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.onnx_runtime import OnnxRuntimeSettings, inference_session
+from aisemble.hosting.settings import setting
 from services.vision.backends.artifacts import model_files
-from services.vision.backends.onnx_detector import onnx_session
 from services.vision.types import ClassificationRequest, ClassificationResult
 
-__all__ = ["OnnxImageClassifierBackend"]
+__all__ = ["OnnxImageClassifierBackend", "OnnxImageClassifierSettings"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _channel_order(order: str) -> str | None:
+    return None if order.upper() in ("BGR", "RGB") else f"must be BGR or RGB (got {order!r})"
+
+
+@dataclass(frozen=True)
+class OnnxImageClassifierSettings(OnnxRuntimeSettings):
+    """An image classifier's params (see OnnxImageClassifierBackend) and ONNX Runtime's threads. Not set: `onnx`
+    is the manifest's, else the folder's only .onnx; `labels` the manifest's, else the graph's; `crop` the
+    graph's input side, else 224; `resize_short` crop * 256 / 224."""
+
+    onnx: str | None = setting(None)
+    labels: tuple[str, ...] | None = setting(None, min_items=1)
+    crop: int | None = setting(None, minimum=1)
+    resize_short: int | None = setting(None, minimum=1)
+    mean: tuple[float, ...] = setting(_IMAGENET_MEAN, min_items=3, max_items=3)
+    std: tuple[float, ...] = setting(_IMAGENET_STD, above=0, min_items=3, max_items=3)
+    channel_order: str = setting("BGR", check=_channel_order)
+    output: str = setting("auto", choices=("auto", "probabilities", "logits"))
 
 
 class OnnxImageClassifierBackend(Backend):
@@ -29,24 +51,26 @@ class OnnxImageClassifierBackend(Backend):
 
     provider = "onnxruntime"
     tasks = frozenset({"image-classification"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[OnnxImageClassifierSettings]] = OnnxImageClassifierSettings
 
     def load(self) -> None:
+        self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file
         files = model_files(self.spec, self.store)
-        path = files.pick(self.spec, "onnx", "onnx", default="", suffix=".onnx")
-        params = dict(self.spec.params)
-        self.session = onnx_session(str(path), self.spec.device, params)
+        path = files.pick(self.spec, "onnx", settings.onnx, "onnx", default="", suffix=".onnx")
+        self.session = inference_session(path, self.spec.device, settings)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         shape = model_input.shape
         default_crop = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else 224
-        self.crop = int(params.get("crop", default_crop))
-        self.resize_short = int(params.get("resize_short", max(self.crop, round(self.crop * 256 / 224))))
-        self.mean = np.asarray(params.get("mean", _IMAGENET_MEAN), np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(params.get("std", _IMAGENET_STD), np.float32).reshape(1, 1, 3)
-        self.bgr = str(params.get("channel_order", "BGR")).upper() == "BGR"
-        self.output_kind = str(params.get("output", "auto"))
+        self.crop = settings.crop or int(default_crop)
+        self.resize_short = settings.resize_short or max(self.crop, round(self.crop * 256 / 224))
+        self.mean = np.asarray(settings.mean, np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(settings.std, np.float32).reshape(1, 1, 3)
+        self.bgr = settings.channel_order.upper() == "BGR"
+        self.output_kind = settings.output
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        labels = params.get("labels") or files.info.get("labels")
+        labels: Any = settings.labels or files.info.get("labels")
         if not labels and metadata.get("character"):
             labels = metadata["character"].splitlines()
         outputs = self.session.get_outputs()[0].shape[-1]

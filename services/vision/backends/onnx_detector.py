@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import ast
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import FailedPreconditionError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.onnx_runtime import OnnxRuntimeSettings, inference_session
+from aisemble.hosting.settings import setting
 from services.vision.backends.artifacts import model_files
-from services.vision.types import Box, Detection, DetectionParams, DetectionRequest, DetectionResult
+from services.vision.backends.detection_settings import DetectionSettings
+from services.vision.types import Box, Detection, DetectionRequest, DetectionResult
 from services.vision.yolo import decode_yolov8, letterbox, to_input_tensor
 
-__all__ = ["OnnxDetectorBackend", "onnx_session"]
+__all__ = ["OnnxDetectorBackend", "OnnxDetectorSettings"]
 
 
-def onnx_session(path: str, spec_device: str, params: dict[str, Any]) -> Any:
-    """An InferenceSession on the CPU (or CUDA first for device: cuda), with optional thread counts."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class OnnxDetectorSettings(DetectionSettings, OnnxRuntimeSettings):
+    """A YOLOv8 ONNX detector's params: the detection defaults and imgsz, ONNX Runtime's threads, `onnx` (not
+    set: the manifest's, else the folder's only .onnx) and `class_names` (not set: the manifest's, else the
+    graph's metadata)."""
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if params.get("intra_op_threads"):
-        options.intra_op_num_threads = int(params["intra_op_threads"])
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if spec_device == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(path, options, providers=providers)
+    onnx: str | None = setting(None)
+    class_names: tuple[str, ...] | None = setting(None, min_items=1)
 
 
-def _class_names(info: dict[str, Any], metadata: dict[str, str], params: dict[str, Any]) -> list[str]:
-    names = params.get("class_names") or info.get("class_names")
+def _class_names(info: dict[str, Any], metadata: dict[str, str], given: tuple[str, ...] | None) -> list[str]:
+    names = given or info.get("class_names")
     if names:
         return [str(n) for n in names]
     raw = metadata.get("names")  # Ultralytics writes "{0: 'person', 1: ...}"
@@ -49,21 +51,20 @@ class OnnxDetectorBackend(Backend):
 
     provider = "onnxruntime"
     tasks = frozenset({"object-detection"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[OnnxDetectorSettings]] = OnnxDetectorSettings
 
     def load(self) -> None:
+        self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file is read
         files = model_files(self.spec, self.store)
-        path = files.pick(self.spec, "onnx", "onnx", default="", suffix=".onnx")
-        self.session = onnx_session(str(path), self.spec.device, dict(self.spec.params))
+        path = files.pick(self.spec, "onnx", settings.onnx, "onnx", default="", suffix=".onnx")
+        self.session = inference_session(path, self.spec.device, settings)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.class_names = _class_names(files.info, metadata, dict(self.spec.params))
+        self.class_names = _class_names(files.info, metadata, settings.class_names)
         self.input_size = self._input_size(model_input.shape, files.info)
-        self.defaults = DetectionParams(
-            score_threshold=float(self.spec.params.get("score_threshold", 0.25)),
-            iou_threshold=float(self.spec.params.get("iou_threshold", 0.7)),
-            max_detections=int(self.spec.params.get("max_detections", 300)),
-        )
+        self.defaults = settings.defaults()
         channels = self.session.get_outputs()[0].shape[1]
         if not self.class_names and isinstance(channels, int):
             self.class_names = [str(i) for i in range(channels - 4)]
@@ -78,7 +79,7 @@ class OnnxDetectorBackend(Backend):
     def _input_size(self, shape: list[Any], info: dict[str, Any]) -> tuple[int, int]:
         if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
             return int(shape[2]), int(shape[3])
-        size = self.spec.params.get("imgsz") or info.get("imgsz") or info.get("input_size") or 640
+        size = self.settings.imgsz or info.get("imgsz") or info.get("input_size") or 640
         if isinstance(size, list | tuple):
             return int(size[0]), int(size[1])
         return int(size), int(size)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aisemble.errors import AisembleError, FieldViolation, InvalidArgumentError, UnavailableError
 from aisemble.hosting.backend import Backend, RequestContext
-from aisemble.hosting.openai_client import make_client, map_openai_error
+from aisemble.hosting.openai_client import OpenAIClientSettings, make_client, map_openai_error
+from aisemble.hosting.settings import setting
 from services.vision.types import GeneratedImage, ImageGenerationRequest, ImageGenerationResult
 
-__all__ = ["OpenAIImagesBackend", "sniff_mime_type"]
+__all__ = ["OpenAIImagesBackend", "OpenAIImagesSettings", "sniff_mime_type"]
+
+_SIZE = re.compile(r"[1-9][0-9]*x[1-9][0-9]*")
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -30,6 +35,23 @@ def sniff_mime_type(data: bytes, fallback: str = "application/octet-stream") -> 
     return fallback
 
 
+def _sizes(sizes: tuple[str, ...]) -> str | None:
+    bad = [size for size in sizes if not _SIZE.fullmatch(size)]
+    return f"each size must be WIDTHxHEIGHT, as 1024x1024 (got {bad!r})" if bad else None
+
+
+@dataclass(frozen=True)
+class OpenAIImagesSettings(OpenAIClientSettings):
+    """A remote image-generation model's params (see OpenAIImagesBackend): the client's, with timeout_s 120 s."""
+
+    timeout_s: float = setting(120.0, above=0)
+    sizes: tuple[str, ...] = setting((), check=_sizes)
+    max_images: int = setting(4, minimum=1)
+    max_prompt_chars: int = setting(4000, minimum=1)
+    response_format: str = setting("b64_json", choices=("b64_json", ""))
+    seed_param: str = setting("")
+
+
 class OpenAIImagesBackend(Backend):
     """POST /images/generations with response_format=b64_json; model_id is the remote model, endpoint the URL.
 
@@ -41,16 +63,18 @@ class OpenAIImagesBackend(Backend):
 
     provider = "openai"
     tasks = frozenset({"image-generation"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[OpenAIImagesSettings]] = OpenAIImagesSettings
 
     def load(self) -> None:
-        params = self.spec.params
-        self.client = make_client(self.spec, timeout_s=float(params.get("timeout_s", 120.0)))
+        self.settings = settings = self.settings_class.for_serving(self.spec)
+        self.client = make_client(self.spec, settings)
         self.remote_model = self.spec.model_id or self.spec.name
-        self.sizes = tuple(str(s) for s in params.get("sizes", ()))
-        self.max_images = int(params.get("max_images", 4))
-        self.max_prompt_chars = int(params.get("max_prompt_chars", 4000))
-        self.response_format = str(params.get("response_format", "b64_json"))
-        self.seed_param = str(params.get("seed_param", ""))
+        self.sizes = settings.sizes
+        self.max_images = settings.max_images
+        self.max_prompt_chars = settings.max_prompt_chars
+        self.response_format = settings.response_format
+        self.seed_param = settings.seed_param
 
     def info(self) -> dict[str, Any]:
         return {

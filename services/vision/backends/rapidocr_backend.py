@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.errors import ModelNotReadyError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.settings import ModelSettings, setting
 from services.vision.backends.artifacts import model_files
 from services.vision.types import OcrRequest, OcrResult, TextLine
 
-__all__ = ["RapidOcrBackend"]
+__all__ = ["RapidOcrBackend", "RapidOcrSettings"]
+
+
+@dataclass(frozen=True)
+class RapidOcrSettings(ModelSettings):
+    """RapidOCR's params: the files `det`, `rec`, `cls`, `config` (not set: the manifest's, else the folder's
+    only `*_<role>_infer.onnx`, and config.yaml) and `text_score`."""
+
+    det: str | None = setting(None)
+    rec: str | None = setting(None)
+    cls: str | None = setting(None)
+    config: str | None = setting(None)
+    text_score: float = setting(0.5, minimum=0, maximum=1)
 
 
 class RapidOcrBackend(Backend):
@@ -24,15 +38,20 @@ class RapidOcrBackend(Backend):
 
     provider = "rapidocr"
     tasks = frozenset({"ocr"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[RapidOcrSettings]] = RapidOcrSettings
 
     def load(self) -> None:
+        self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file is read
         from rapidocr_onnxruntime import RapidOCR
 
         files = model_files(self.spec, self.store)
+        given = {"det": settings.det, "rec": settings.rec, "cls": settings.cls}
         paths = {
-            role: files.pick(self.spec, role, role, suffix=f"_{role}_infer.onnx") for role in ("det", "rec", "cls")
+            role: files.pick(self.spec, role, given[role], role, suffix=f"_{role}_infer.onnx")
+            for role in ("det", "rec", "cls")
         }
-        config = files.pick(self.spec, "config", "config", default="config.yaml")
+        config = files.pick(self.spec, "config", settings.config, "config", default="config.yaml")
         self.engine = RapidOCR(
             config_path=str(config),
             det_model_path=str(paths["det"]),
@@ -40,7 +59,7 @@ class RapidOcrBackend(Backend):
             cls_model_path=str(paths["cls"]),
         )
         self.files = {role: path.name for role, path in paths.items()}
-        self.text_score = float(self.spec.params.get("text_score", 0.5))
+        self.text_score = settings.text_score
         self._lock = threading.Lock()
         self.engine(np.full((48, 160, 3), 255, np.uint8))  # warm-up
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aisemble.environment import apply_offline_defaults
 from aisemble.errors import FailedPreconditionError, InvalidArgumentError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, RequestContext
+from aisemble.hosting.settings import setting
 from services.vision.backends.artifacts import model_files
+from services.vision.backends.detection_settings import DetectionSettings
 from services.vision.types import (
     Box,
     Detection,
@@ -22,9 +25,18 @@ from services.vision.types import (
     SegmentedObject,
 )
 
-__all__ = ["UltralyticsBackend"]
+__all__ = ["UltralyticsBackend", "UltralyticsSettings"]
 
 _TASKS = {"object-detection": ("detect", "segment"), "image-segmentation": ("segment",)}
+
+
+@dataclass(frozen=True)
+class UltralyticsSettings(DetectionSettings):
+    """A YOLO .pt model's params: the detection defaults and imgsz, `weights` (not set: the manifest's, else
+    the folder's only .pt) and `rect`."""
+
+    weights: str | None = setting(None)
+    rect: bool = setting(False)
 
 
 class UltralyticsBackend(Backend):
@@ -42,13 +54,16 @@ class UltralyticsBackend(Backend):
 
     provider = "ultralytics"
     tasks = frozenset({"object-detection", "image-segmentation"})
+    #: This backend's settings in the registry entry's params, read once at load.
+    settings_class: ClassVar[type[UltralyticsSettings]] = UltralyticsSettings
 
     def load(self) -> None:
+        self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file is read
         apply_offline_defaults()
         from ultralytics import YOLO
 
         files = model_files(self.spec, self.store)
-        path = files.pick(self.spec, "weights", "pytorch", default="", suffix=".pt")
+        path = files.pick(self.spec, "weights", settings.weights, "pytorch", default="", suffix=".pt")
         self.model: Any = YOLO(str(path))
         self.weights = path
         self.yolo_task = str(self.model.task)
@@ -61,15 +76,11 @@ class UltralyticsBackend(Backend):
             )
         names = self.model.names
         self.class_names = [str(names[i]) for i in sorted(names)]
-        imgsz = self.spec.params.get("imgsz") or files.info.get("imgsz")
-        self.imgsz = imgsz if imgsz else None
+        imgsz = settings.imgsz or files.info.get("imgsz")
+        self.imgsz = list(imgsz) if isinstance(imgsz, tuple) else imgsz or None
         self.device = {"cpu": "cpu", "cuda": "cuda:0"}.get(self.spec.device)
-        self.rect = bool(self.spec.params.get("rect", False))
-        self.defaults = DetectionParams(
-            score_threshold=float(self.spec.params.get("score_threshold", 0.25)),
-            iou_threshold=float(self.spec.params.get("iou_threshold", 0.7)),
-            max_detections=int(self.spec.params.get("max_detections", 300)),
-        )
+        self.rect = settings.rect
+        self.defaults = settings.defaults()
         self._lock = threading.Lock()
         self._predict(np.zeros((64, 64, 3), np.uint8), self.defaults, masks=False)  # warm-up builds the predictor
 
