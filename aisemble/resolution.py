@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,8 +127,8 @@ class Resolved:
     reason: str
 
 
-def _of_task(specs: Iterable[ModelSpec], task: str) -> list[str]:
-    return [spec.name for spec in specs if spec.task == task]
+def _of_task(host: ModelHost, task: str) -> list[str]:
+    return [name for name, hosted in host.models.items() if hosted.spec.task == task]
 
 
 def resolve_hosted(
@@ -147,10 +147,9 @@ def resolve_hosted(
     Errors: MODEL_NOT_FOUND (unknown name), MODEL_WRONG_TASK, MODEL_NOT_READY (UNAVAILABLE, retry),
     NO_MODEL_FOR_TASK (`auto` and none is hosted). `hint` says what to register when none is.
     """
-    specs = [hosted.spec for hosted in host.models.values()]
+    task = auto_task(rpc, zero_shot)
     if model not in ("", AUTO):
-        task = auto_task(rpc, zero_shot)
-        if hint and model not in host.models and not _of_task(specs, task):
+        if hint and model not in host.models and not _of_task(host, task):
             raise NotFoundError(
                 f"model '{model}' is not registered, and no {task} model is: register one in configs/models.yaml "
                 f"({hint})",
@@ -158,11 +157,11 @@ def resolve_hosted(
                 metadata={"model": model, "task": task},
             )
         spec = host.spec(model)  # MODEL_NOT_FOUND for an unknown name
-        check_task(spec, rpc, alternatives=_of_task(specs, task))
+        if spec.task not in RPC_TASKS[rpc]:  # the hosted alternatives are listed only when it fails
+            raise ModelWrongTaskError(spec, rpc, _of_task(host, task))
         spec, backend = host.get(model)  # MODEL_NOT_READY while it loads
         return Resolved(spec, backend, automatic=False, reason="requested by name")
-    task = auto_task(rpc, zero_shot)
-    names = _of_task(specs, task)
+    names = _of_task(host, task)
     first = (preferred or {}).get(task)
     if first in names:
         names.remove(first)

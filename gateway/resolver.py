@@ -101,7 +101,14 @@ class ModelResolver:
         """Domain, language and token budget of a request, for the selector."""
         learned = await self._learned_domain(text)
         domain, domain_source = learned if learned else detect_domain(text, self.rules)
-        language, language_source = await self._detect_language(text, language_hint) if text else ("", "")
+        if not text:
+            language, language_source = "", ""
+        elif task == "language-detection" and not language_hint:
+            # Choosing a language detector by the text's language would run a detector first: the call's own
+            # model then detects it again. The script heuristic is enough to prefer a detector that lists it.
+            language, language_source = guess_language(text), "script heuristic"
+        else:
+            language, language_source = await self._detect_language(text, language_hint)
         return Features(
             task=task,
             text=text,

@@ -40,9 +40,9 @@ class OpenAIClientSettings(ModelSettings):
     timeout_s: float = setting(60.0, above=0)
 
 
-def api_key_for(spec: ModelSpec, settings: OpenAIClientSettings | None = None) -> str:
+def api_key_for(spec: ModelSpec, settings: OpenAIClientSettings) -> str:
     """The API key: the variable named by params.api_key_env (default OPENAI_API_KEY). Never logged."""
-    env_name = (settings or OpenAIClientSettings.for_serving(spec)).api_key_env
+    env_name = settings.api_key_env
     key = os.environ.get(env_name, "")
     if not key:
         raise FailedPreconditionError(
@@ -53,12 +53,11 @@ def api_key_for(spec: ModelSpec, settings: OpenAIClientSettings | None = None) -
     return key
 
 
-def make_client(spec: ModelSpec, settings: OpenAIClientSettings | None = None) -> Any:
-    """An openai.OpenAI client for the model's endpoint (settings: the entry's, parsed here when not given);
+def make_client(spec: ModelSpec, settings: OpenAIClientSettings) -> Any:
+    """An openai.OpenAI client for the model's endpoint, with the settings its backend parsed at load;
     retries are ours to decide (none here)."""
     from openai import OpenAI
 
-    settings = settings or OpenAIClientSettings.for_serving(spec)
     return OpenAI(
         api_key=api_key_for(spec, settings),
         base_url=spec.endpoint or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
