@@ -27,6 +27,12 @@ StartServer = Callable[[AisembleServer], Awaitable[aio.Channel]]
 
 
 @pytest.fixture(scope="session")
+def admin_metadata() -> list[tuple[str, str]]:
+    """Call metadata carrying the session's admin key (admin RPCs through the gateway need it)."""
+    return []
+
+
+@pytest.fixture(scope="session")
 def store() -> ModelStore:
     """The default model store (`make models` / `aisemble models prepare` builds it before the tests)."""
     return ModelStore(default_store_root())

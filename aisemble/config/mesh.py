@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aisemble.config.models import SERVICES
 from aisemble.config.schema import CONFIG_DIR, ConfigError, integer, non_negative_number, read_yaml
+from aisemble.config.security import SecurityConfig, address_is_loopback, parse_security
 
 __all__ = ["MeshConfig", "ServiceEndpoint", "load_mesh"]
 
@@ -26,13 +27,24 @@ class ServiceEndpoint:
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """The mesh layout: the gateway, each service's replicas, and the shared limits."""
+    """The mesh layout: the gateway, each service's replicas, the shared limits and the security settings.
+
+    max_concurrent_rpcs counts unary calls, max_concurrent_streams streaming calls: long-lived streams
+    (WatchModels, token streams) can never lock out unary calls, and health checks are outside both.
+    """
 
     gateway: ServiceEndpoint
     services: Mapping[str, ServiceEndpoint]
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_rpcs: int = 256
+    max_concurrent_streams: int = 256
     grace_s: float = 10.0
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    def loopback_only(self) -> bool:
+        """Whether every listener of the mesh binds this machine only."""
+        addresses = [*self.gateway.addresses, *(a for e in self.services.values() for a in e.addresses)]
+        return all(address_is_loopback(a) for a in addresses)
 
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -63,7 +75,7 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     document = read_yaml(path)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: must be a mapping")
-    unknown = set(document) - {"gateway", "services", "limits"}
+    unknown = set(document) - {"gateway", "services", "limits", "security"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
     gateway = _endpoint(path, "gateway", document.get("gateway"))
@@ -83,6 +95,7 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     known_limits = {
         "max_message_bytes": integer(1024),
         "max_concurrent_rpcs": integer(1),
+        "max_concurrent_streams": integer(1),
         "grace_s": non_negative_number,
     }
     values: dict[str, Any] = {}
@@ -93,4 +106,5 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
             values[key] = known_limits[key](raw)
         except ValueError as exc:
             raise ConfigError(f"{path}: limits: field '{key}': {exc}") from None
-    return MeshConfig(gateway=gateway, services=services, **values)
+    security = parse_security(path, document.get("security"))
+    return MeshConfig(gateway=gateway, services=services, security=security, **values)
