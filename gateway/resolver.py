@@ -23,6 +23,7 @@ __all__ = ["ModelResolver", "Resolution"]
 log = logging.getLogger(__name__)
 
 _FEATURE_TIMEOUT_S = 1.0  # the language detector and learned router get at most this much
+DEFAULT_MAX_TEXT_CHARS = 4096  # how much of a request's text `auto` reads (mesh.yaml security.selection_max_chars)
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,26 @@ class ModelResolver:
 
     For `auto` it gathers the request's features: the domain (the learned router when it is registered and
     healthy, else the patterns of selection.yaml) and the language (the language detector, else a heuristic).
+    All of them read only the first `max_text_chars` characters of the text (mesh.yaml
+    security.selection_max_chars), so a huge prompt costs selection no more than a 4k one; the token estimate
+    alone counts the whole text, as the whole prompt must fit the model's context window.
     """
 
-    def __init__(self, registry: ModelRegistry, router: Router, rules: SelectionRules, stats: StatsBook) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        router: Router,
+        rules: SelectionRules,
+        stats: StatsBook,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    ) -> None:
+        if max_text_chars < 1:
+            raise ValueError(f"max_text_chars must be at least 1, not {max_text_chars}")
         self.registry = registry
         self.router = router
         self.rules = rules
         self.stats = stats
+        self.max_text_chars = max_text_chars
 
     def candidates(self, task: str) -> list[Candidate]:
         """Registered models of the task, with their health and observed latency."""
@@ -67,7 +81,7 @@ class ModelResolver:
                 reply = await self._nlp(
                     detector,
                     Rpc.DETECT_LANGUAGE,
-                    nlp_service_pb2.DetectLanguageRequest(model=detector.name, texts=[text[:2000]]),
+                    nlp_service_pb2.DetectLanguageRequest(model=detector.name, texts=[text]),
                     nlp_service_pb2.DetectLanguageResponse,
                 )
                 result = reply.results[0]
@@ -86,7 +100,7 @@ class ModelResolver:
             reply = await self._nlp(
                 model,
                 Rpc.CLASSIFY,
-                nlp_service_pb2.ClassifyRequest(model=name, texts=[text[:2000]]),
+                nlp_service_pb2.ClassifyRequest(model=name, texts=[text]),
                 nlp_service_pb2.ClassifyResponse,
             )
             top = reply.results[0].labels[0]
@@ -98,20 +112,24 @@ class ModelResolver:
         return top.label, f"learned router {name} {top.score:.2f}"
 
     async def features(self, task: str, text: str, output_tokens: int | None, language_hint: str = "") -> Features:
-        """Domain, language and token budget of a request, for the selector."""
-        learned = await self._learned_domain(text)
-        domain, domain_source = learned if learned else detect_domain(text, self.rules)
-        if not text:
+        """Domain, language and token budget of a request, for the selector.
+
+        The one place the text is capped: everything below reads `sample`, only the token estimate the whole.
+        """
+        sample = text[: self.max_text_chars]
+        learned = await self._learned_domain(sample)
+        domain, domain_source = learned if learned else detect_domain(sample, self.rules)
+        if not sample:
             language, language_source = "", ""
         elif task == "language-detection" and not language_hint:
             # Choosing a language detector by the text's language would run a detector first: the call's own
             # model then detects it again. The script heuristic is enough to prefer a detector that lists it.
-            language, language_source = guess_language(text), "script heuristic"
+            language, language_source = guess_language(sample), "script heuristic"
         else:
-            language, language_source = await self._detect_language(text, language_hint)
+            language, language_source = await self._detect_language(sample, language_hint)
         return Features(
             task=task,
-            text=text,
+            text=sample,
             domain=domain,
             domain_source=domain_source,
             language=language,

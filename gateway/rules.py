@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
+
+import re2
 
 from aisemble.config.schema import CONFIG_DIR, ConfigError, integer, read_yaml
 
-__all__ = ["SelectionRules", "load_selection"]
+__all__ = ["DomainPattern", "SelectionRules", "compile_pattern", "load_selection"]
+
+
+class DomainPattern(Protocol):
+    """A compiled domain pattern: its source and a search (RE2's, linear in the text)."""
+
+    @property
+    def pattern(self) -> str: ...
+
+    def search(self, text: str) -> Any: ...
+
+
+def compile_pattern(pattern: str) -> DomainPattern:
+    """A case-insensitive RE2 pattern; re2.error when RE2 cannot compile it (lookarounds, backreferences).
+
+    RE2 matches in time linear in the text whatever the pattern, so no request text can stall the gateway.
+    """
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error is raised (and reported as a ConfigError), not logged to stderr
+    compiled: DomainPattern = re2.compile(pattern, options)
+    return compiled
 
 
 @dataclass(frozen=True)
 class SelectionRules:
     """configs/selection.yaml: how the gateway picks a model for `auto`."""
 
-    domains: Mapping[str, tuple[re.Pattern[str], ...]]
+    domains: Mapping[str, tuple[DomainPattern, ...]]
     learned_router_model: str = ""
     learned_router_min_score: float = 0.6
     language_detector: str = "langid"
@@ -29,7 +52,7 @@ _WEIGHTS = ("domain_match", "language_match", "language_mismatch", "cost_per_1k_
 
 
 def load_selection(path: Path | None = None) -> SelectionRules:
-    """Read and validate selection.yaml; every pattern must compile."""
+    """Read and validate selection.yaml; every pattern must compile as RE2 syntax."""
     path = path or CONFIG_DIR / "selection.yaml"
     document = read_yaml(path)
     if not isinstance(document, dict):
@@ -37,15 +60,22 @@ def load_selection(path: Path | None = None) -> SelectionRules:
     unknown = set(document) - {"domains", "learned_router", "language_detector", "weights", "default_output_tokens"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    domains: dict[str, tuple[re.Pattern[str], ...]] = {}
+    domains: dict[str, tuple[DomainPattern, ...]] = {}
     for name, entry in (document.get("domains") or {}).items():
         patterns = entry.get("patterns") if isinstance(entry, dict) else None
         if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
             raise ConfigError(f"{path}: domain '{name}': field 'patterns': must be a list of regular expressions")
-        try:
-            domains[str(name)] = tuple(re.compile(p, re.IGNORECASE) for p in patterns)
-        except re.error as exc:
-            raise ConfigError(f"{path}: domain '{name}': field 'patterns': {exc}") from None
+        compiled = []
+        for pattern in patterns:
+            try:
+                compiled.append(compile_pattern(pattern))
+            except re2.error as exc:
+                why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+                raise ConfigError(
+                    f"{path}: domain '{name}': field 'patterns': {pattern!r} is not valid RE2 ({why}); "
+                    "patterns are RE2 syntax: no lookarounds or backreferences"
+                ) from None
+        domains[str(name)] = tuple(compiled)
     router = document.get("learned_router") or {}
     if not isinstance(router, dict):
         raise ConfigError(f"{path}: learned_router must be a mapping with model and min_score")

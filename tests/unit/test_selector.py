@@ -1,21 +1,26 @@
-"""The `auto` selector on its own: who is eligible, how candidates score, and what it says when none is."""
+"""The `auto` selector: who is eligible, how candidates score, what it says when none is; the text it reads."""
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import pytest
 
+from aisemble.common.v1 import common_pb2
 from aisemble.config.models import ModelSpec
 from aisemble.errors import Code, FailedPreconditionError
-from gateway.rules import SelectionRules, load_selection
+from aisemble.nlp.v1 import nlp_service_pb2
+from aisemble.resolution import Rpc
+from gateway.resolver import ModelResolver
+from gateway.rules import SelectionRules, compile_pattern, load_selection
 from gateway.selector import Candidate, Features, detect_domain, guess_language, select
+from gateway.stats import StatsBook
 
 TASK = "text-generation"
 RULES = SelectionRules(
     domains={
-        "medical": (re.compile(r"\bfever\b", re.IGNORECASE), re.compile("発熱")),
-        "code": (re.compile(r"\bdef\s", re.IGNORECASE), re.compile(r"\bbug\b", re.IGNORECASE)),
+        "medical": (compile_pattern(r"\bfever\b"), compile_pattern("発熱")),
+        "code": (compile_pattern(r"\bdef\s"), compile_pattern(r"\bbug\b")),
     }
 )  # no weights: the selector's defaults (domain +2, language +1 / -3, cost -1 per 1k, latency -0.5 per s)
 
@@ -243,3 +248,86 @@ def test_every_candidate_is_reported_in_order():
     decision = select(Features(TASK), candidates, RULES)
     assert [c.model for c in decision.candidates] == ["a", "b", "c"]
     assert [c.eligible for c in decision.candidates] == [True, False, False]
+
+
+# The text automatic selection reads: the first max_text_chars characters, for every feature
+
+
+class _Registry:
+    def __init__(self, *specs: ModelSpec) -> None:
+        self.specs = {s.name: s for s in specs}
+
+    def all(self) -> list[ModelSpec]:
+        return list(self.specs.values())
+
+    def find(self, name: str) -> ModelSpec | None:
+        return self.specs.get(name)
+
+    def get(self, name: str) -> ModelSpec:
+        return self.specs[name]
+
+
+class _Router:
+    """Every model SERVING; the NLP calls of selection answer and record the texts they were sent."""
+
+    def __init__(self, label: str = "general", score: float = 0.0) -> None:
+        self.label, self.score = label, score
+        self.sent: dict[str, list[str]] = {}
+
+    def health_of(self, _model: str) -> str:
+        return "SERVING"
+
+    async def call(self, _service: str, rpc: str, request: Any, response_type: Any, timeout: float) -> Any:
+        self.sent.setdefault(rpc, []).extend(request.texts)
+        if response_type is nlp_service_pb2.ClassifyResponse:
+            label = common_pb2.LabelScore(label=self.label, score=self.score)
+            return response_type(results=[nlp_service_pb2.ClassificationResult(labels=[label])])
+        return response_type(results=[nlp_service_pb2.LanguageDetectionResult(language_code="en", score=0.9)])
+
+
+def _resolver(router: _Router, max_text_chars: int, *extra: ModelSpec) -> ModelResolver:
+    rules = SelectionRules(domains=RULES.domains, learned_router_model="domain-classifier", language_detector="langid")
+    registry = _Registry(
+        spec("writer", max_tokens=8192),
+        spec("doctor", max_tokens=8192, domains=("medical",)),
+        spec("domain-classifier", task="text-classification", service="nlp"),
+        spec("langid", task="language-detection", service="nlp"),
+        *extra,
+    )
+    return ModelResolver(registry, router, rules, StatsBook(), max_text_chars=max_text_chars)  # type: ignore[arg-type]
+
+
+def test_the_resolver_reads_4096_characters_by_default():
+    assert ModelResolver(_Registry(), _Router(), RULES, StatsBook()).max_text_chars == 4096  # type: ignore[arg-type]
+
+
+async def test_text_beyond_max_text_chars_does_not_influence_the_domain():
+    resolver = _resolver(_Router(), 100)
+    decision, features = await resolver.decide(TASK, "x" * 100 + " the child has a fever", 8)
+    assert (features.domain, decision.model) == ("general", "writer")
+    assert features.text == "x" * 100
+    decision, features = await resolver.decide(TASK, "x" * 70 + " the child has a fever", 8)
+    assert (features.domain, decision.model) == ("medical", "doctor")  # within the cap: read
+    assert "domain medical (pattern '\\bfever\\b')" in decision.reason
+
+
+async def test_the_learned_router_and_language_detector_get_at_most_max_text_chars():
+    router = _Router(label="medical", score=0.95)
+    features = await _resolver(router, 50).features(TASK, "a" * 10_000, 8)
+    assert features.domain_source == "learned router domain-classifier 0.95"
+    assert features.language == "en" and features.language_source == "langid 0.90"
+    assert router.sent == {Rpc.CLASSIFY: ["a" * 50], Rpc.DETECT_LANGUAGE: ["a" * 50]}
+
+
+async def test_the_script_heuristic_reads_only_the_cap_too():
+    resolver = _resolver(_Router(), 10, spec("lid", task="language-detection", service="nlp"))
+    features = await resolver.features("language-detection", "hello there " + "日本語です", None)
+    assert (features.language, features.language_source) == ("en", "script heuristic")
+
+
+async def test_the_token_estimate_still_counts_the_whole_prompt():
+    resolver = _resolver(_Router(), 64)
+    features = await resolver.features(TASK, "7" * 40_000, 1)
+    assert features.prompt_tokens == 40_000 // 4 + 8  # the whole prompt must fit the context window
+    with pytest.raises(FailedPreconditionError, match=r"writer: context window 8192 < ~10009 tokens needed"):
+        await resolver.decide(TASK, "7" * 40_000, 1)
