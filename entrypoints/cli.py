@@ -62,20 +62,35 @@ def _models_status(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from aisemble.config.mesh import load_mesh
     from aisemble.config.models import load_models
+    from aisemble.config.security import address_is_loopback
     from aisemble.rpc.server import ServerConfig
+    from aisemble.rpc.tls import gateway_server_credentials, service_server_credentials
     from entrypoints.launcher import SERVICE_APPS
 
     mesh = load_mesh()
     endpoint = mesh.gateway if args.service == "gateway" else mesh.services.get(args.service)
     address = args.address or (endpoint.addresses[0] if endpoint else "127.0.0.1:0")
     metrics_port = args.metrics_port if args.metrics_port is not None else (endpoint.metrics_port if endpoint else -1)
+    if args.service == "gateway":
+        credentials = gateway_server_credentials(mesh.security)
+    else:
+        credentials = service_server_credentials(mesh.security, args.service)
+        if credentials is None and not address_is_loopback(address):
+            print(
+                f"error: {args.service} would listen on {address} in plaintext: turn security.mtls on in mesh.yaml "
+                "(`aisemble certs` makes the certificates) or bind 127.0.0.1",
+                file=sys.stderr,
+            )
+            return 1
     config = ServerConfig(
         name=args.service,
         address=address,
         metrics_port=metrics_port,
         max_message_bytes=mesh.max_message_bytes,
         max_concurrent_rpcs=mesh.max_concurrent_rpcs,
+        max_concurrent_streams=mesh.max_concurrent_streams,
         grace_s=mesh.grace_s,
+        credentials=credentials,
     )
     module = importlib.import_module(SERVICE_APPS[args.service])
     models = load_models()
@@ -103,17 +118,22 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from aisemble.config.mesh import load_mesh
     from aisemble.rpc.client import blocking_channel
+    from entrypoints.launcher import peer_of
 
-    with blocking_channel(args.address) as channel:
+    mesh = load_mesh()
+    address = args.address or mesh.gateway.addresses[0]
+    member = next((name for name, e in mesh.services.items() if address in e.addresses), "gateway")
+    with blocking_channel(address, peer=peer_of(mesh, member)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"{args.address} {args.service or '(overall)'}: {exc.code().name} {exc.details()}")
+            print(f"{address} {args.service or '(overall)'}: {exc.code().name} {exc.details()}")
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{args.address} {args.service or '(overall)'}: {status}")
+    print(f"{address} {args.service or '(overall)'}: {status}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
@@ -121,6 +141,16 @@ def _default_target() -> str:
     from aisemble.config.mesh import load_mesh
 
     return load_mesh().gateway.addresses[0]
+
+
+def _gateway_peer() -> Any:
+    """How the CLI reaches the gateway: its TLS when configured, and the API key ($AISEMBLE_API_KEY, else
+    $AISEMBLE_API_KEY_FILE, else the local admin key in <state>/credentials/admin.key)."""
+    from aisemble.config.mesh import load_mesh
+    from aisemble.rpc.client import api_key
+    from aisemble.rpc.tls import gateway_peer
+
+    return gateway_peer(load_mesh().security, "cli", api_key("admin.key"))
 
 
 def _generation_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,7 +199,7 @@ def _generate(args: argparse.Namespace, chat: bool) -> int:
         fields["messages"] = messages
     else:
         fields["prompt"] = args.prompt
-    with blocking_channel(args.address or _default_target()) as channel:
+    with blocking_channel(args.address or _default_target(), peer=_gateway_peer()) as channel:
         stub = llm_service_pb2_grpc.LlmServiceStub(channel)
         try:
             if args.stream:
@@ -209,7 +239,7 @@ def _status(args: argparse.Namespace) -> int:
     from aisemble.rpc.registry_messages import TASK_FROM_PROTO
 
     target = args.address or _default_target()
-    with blocking_channel(target) as channel:
+    with blocking_channel(target, peer=_gateway_peer()) as channel:
         stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
         try:
             models = stub.ListModels(rpb.ListModelsRequest(), timeout=args.timeout).models
@@ -232,6 +262,22 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("keys.create")
+@_command("keys.list")
+@_command("keys.revoke")
+def _keys(args: argparse.Namespace) -> int:
+    from entrypoints.security_cli import run_keys
+
+    return run_keys(args)
+
+
+@_command("certs")
+def _certs(args: argparse.Namespace) -> int:
+    from entrypoints.security_cli import run_certs
+
+    return run_certs(args)
+
+
 @_command("finetune.create")
 @_command("finetune.upload")
 @_command("finetune.watch")
@@ -241,7 +287,7 @@ def _status(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from services.finetune.client import run
 
-    return run(args, args.address or _default_target())
+    return run(args, args.address or _default_target(), peer=_gateway_peer())
 
 
 def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -295,8 +341,12 @@ def _parser() -> argparse.ArgumentParser:
     finetune = sub.add_parser("finetune", help="fine-tuning jobs: create (--watch: live progress), upload, list...")
     add_finetune_parsers(finetune.add_subparsers(dest="action", required=True))
 
+    from entrypoints.security_cli import add_parsers as add_security_parsers
+
+    add_security_parsers(sub)
+
     health = sub.add_parser("health", help="grpc.health.v1 check of a server or one model")
-    health.add_argument("address", nargs="?", default="127.0.0.1:50051")
+    health.add_argument("address", nargs="?", help="host:port (default: the gateway; a service's over mTLS)")
     health.add_argument("--service", default="", help="service or model name (default: overall)")
     health.add_argument("--timeout", type=float, default=5.0)
     return parser

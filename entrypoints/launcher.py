@@ -16,9 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
-from aisemble.rpc.client import blocking_channel
+from aisemble.rpc.client import PLAINTEXT, Peer, blocking_channel
+from aisemble.rpc.tls import gateway_peer, service_peer
+from aisemble.security.bootstrap import ensure_certificates, ensure_local_key
 
-__all__ = ["SERVICE_APPS", "MeshProcess", "run_mesh", "wait_healthy"]
+__all__ = ["SERVICE_APPS", "MeshProcess", "mesh_hosts", "peer_of", "prepare_security", "run_mesh", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,34 @@ class MeshProcess:
     models: tuple[str, ...]
 
 
-def wait_healthy(address: str, timeout_s: float, service: str = "") -> bool:
+def mesh_hosts(mesh: MeshConfig) -> list[str]:
+    """Every host name or IP the mesh's addresses use (the certificates name them all)."""
+    addresses = [*mesh.gateway.addresses, *(a for e in mesh.services.values() for a in e.addresses)]
+    return sorted({a.rpartition(":")[0].strip("[]") for a in addresses} - {"", "0.0.0.0", "::"})
+
+
+def prepare_security(mesh: MeshConfig) -> None:
+    """What a first start needs: the mesh CA and certificates (with mTLS), the local admin and mesh keys."""
+    security = mesh.security
+    if security.mtls or (security.gateway_tls is not None and security.gateway_tls.ca_file is None):
+        ensure_certificates(security.certificates(), mesh_hosts(mesh))
+    admin, made = ensure_local_key("admin")
+    if made:
+        print(f"made the local admin key: {admin} (mode 0600; the CLI reads it)", flush=True)
+    ensure_local_key("mesh")
+
+
+def peer_of(mesh: MeshConfig, service: str) -> Peer:
+    """How the launcher (and the CLI) reach one of the mesh's servers: as `cli`, over the mesh's TLS."""
+    if service == "gateway":
+        return gateway_peer(mesh.security, "cli", None)
+    return service_peer(mesh.security, service, "cli")
+
+
+def wait_healthy(address: str, timeout_s: float, service: str = "", peer: Peer = PLAINTEXT) -> bool:
     """Poll grpc.health.v1 Check until SERVING or the timeout."""
     deadline = time.monotonic() + timeout_s
-    with blocking_channel(address) as channel:
+    with blocking_channel(address, peer=peer) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -84,6 +110,7 @@ def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: fl
         nonlocal stopping
         stopping = True
 
+    prepare_security(mesh)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for name, address, metrics_port, hosted in plan:
@@ -93,7 +120,7 @@ def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: fl
             while not stopping and time.monotonic() < deadline:
                 if processes[-1].process.poll() is not None:
                     raise RuntimeError(f"{name} exited with code {processes[-1].process.returncode} while starting")
-                if wait_healthy(address, timeout_s=1.0):
+                if wait_healthy(address, timeout_s=1.0, peer=peer_of(mesh, name)):
                     break
             else:
                 if not stopping:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from grpc import aio
@@ -10,10 +14,14 @@ from prometheus_client import Gauge
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
-from aisemble.config.schema import CONFIG_DIR
+from aisemble.config.schema import CONFIG_DIR, ConfigError
 from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.tls import service_peer
+from aisemble.security.keys import KeyFile, KeyRing
+from aisemble.security.quotas import QuotaBook, UsageFile
 from aisemble.store.model_store import default_store_root
+from gateway.auth import Authenticator, AuthInterceptor
 from gateway.cache import ResultCache
 from gateway.handlers import generic_handlers
 from gateway.proxy import Gateway
@@ -23,6 +31,8 @@ from gateway.router import Router, Upstream
 from gateway.rules import SelectionRules, load_selection
 
 __all__ = ["GatewayServer", "build_server"]
+
+log = logging.getLogger(__name__)
 
 REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name
 
@@ -45,15 +55,42 @@ def build_server(
     store_root: Path | None = None,
     rules: SelectionRules | None = None,
     cache: ResultCache | None = None,
+    keys: KeyFile | None = None,
+    usage: UsageFile | None = None,
 ) -> GatewayServer:
     """The gateway: the registry (persisted to registry_path, default configs/models.yaml) plus every public
-    service, forwarded to the mesh services of configs/mesh.yaml. It never loads a model."""
-    registry = ModelRegistry(registry_path or CONFIG_DIR / "models.yaml", store_root or default_store_root())
+    service, forwarded to the mesh services of configs/mesh.yaml (over mTLS when mesh.security.mtls). It never
+    loads a model. Every call is checked against the API keys of `keys` (default <state>/auth/keys.json);
+    per-key usage totals are kept in `usage` (default <state>/auth/usage.json)."""
+    security = mesh.security
+    ring = KeyRing(keys or KeyFile())
+    if not mesh.loopback_only() and not ring.has_keys():
+        raise ConfigError(
+            f"the mesh listens beyond loopback and {ring.file.path} holds no API key: anyone who reaches a port "
+            "could call it. Create one with `aisemble keys create --role admin` (make run does it), or bind "
+            "127.0.0.1 in mesh.yaml"
+        )
+    usage_file = usage or UsageFile()
+    quotas = QuotaBook(security.quota_window_s)
+    quotas.usage = usage_file.read()
+    authenticator = Authenticator(ring, quotas, loopback_only=mesh.loopback_only())
+    config = replace(config, interceptors=[*config.interceptors, AuthInterceptor(authenticator)])
+    registry = ModelRegistry(
+        registry_path or CONFIG_DIR / "models.yaml", store_root or default_store_root(), security.providers
+    )
     upstreams = {
-        name: Upstream(name, endpoint.addresses, mesh.max_message_bytes) for name, endpoint in mesh.services.items()
+        name: Upstream(name, endpoint.addresses, mesh.max_message_bytes, service_peer(security, name, "gateway"))
+        for name, endpoint in mesh.services.items()
     }
-    router = Router(upstreams)
-    gateway = Gateway(registry, router, rules or load_selection(), cache)
+    router = Router(upstreams, forward_metadata=frozenset(security.forward_metadata))
+    gateway = Gateway(
+        registry,
+        router,
+        rules or load_selection(),
+        cache,
+        authenticator=authenticator,
+        selection_max_chars=security.selection_max_chars,
+    )
     bindings = [
         ServiceBinding(
             REGISTRY_SERVICE,
@@ -71,10 +108,44 @@ def build_server(
     async def close_router() -> None:
         await router.close()
 
-    server = GatewayServer(config, bindings, on_start=[watch_health], on_stop=[close_router])
+    flusher: list[asyncio.Task[None]] = []
+
+    async def flush_usage_periodically() -> None:
+        flusher.append(asyncio.create_task(_flush_usage(quotas, usage_file)))
+
+    async def flush_usage_now() -> None:
+        for task in flusher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(_write_usage, quotas, usage_file)
+
+    server = GatewayServer(
+        config,
+        bindings,
+        on_start=[watch_health, flush_usage_periodically],
+        on_stop=[close_router, flush_usage_now],
+    )
     server.gateway = gateway
+    authenticator.bind_metrics(server.metrics.registry)
     _cache_metrics(server, gateway)
     return server
+
+
+def _write_usage(quotas: QuotaBook, usage_file: UsageFile) -> None:
+    if quotas.changed:
+        quotas.changed = False
+        usage_file.write({key: replace(value) for key, value in quotas.usage.items()})
+
+
+async def _flush_usage(quotas: QuotaBook, usage_file: UsageFile, every_s: float = 2.0) -> None:
+    """Write the per-key totals when they changed (for `aisemble keys list` and restarts)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(_write_usage, quotas, usage_file)
+        except OSError as exc:
+            log.warning("could not write the key usage to %s: %s", usage_file.path, exc)
 
 
 def _cache_metrics(server: AisembleServer, gateway: Gateway) -> None:

@@ -10,6 +10,7 @@ from grpc import aio
 
 from aisemble.resolution import RPC_TASKS
 from aisemble.rpc.selection import MODEL_TRAILER, REASON_TRAILER, quote_reason
+from gateway.auth import Authenticator, current_principal
 from gateway.cache import ResultCache, cache_key
 from gateway.registry import ModelRegistry
 from gateway.resolver import ModelResolver, Resolution
@@ -59,12 +60,26 @@ class Gateway:
         rules: SelectionRules,
         cache: ResultCache | None = None,
         stats: StatsBook | None = None,
+        authenticator: Authenticator | None = None,
+        selection_max_chars: int = 4096,
     ) -> None:
         self.registry = registry
         self.router = router
         self.cache = cache or ResultCache()
         self.stats = stats or StatsBook()
-        self.resolver = ModelResolver(registry, router, rules, self.stats)
+        self.authenticator = authenticator
+        self.resolver = ModelResolver(registry, router, rules, self.stats, max_text_chars=selection_max_chars)
+
+    async def _resolve(self, path: str, route: Route, request: Any) -> Resolution:
+        """The model for a request, which the caller's key must allow."""
+        resolution = await self.resolver.resolve(path, route, request)
+        current_principal.get().check_model(resolution.spec.name)
+        return resolution
+
+    def _record(self, model: str, seconds: float, ok: bool, tokens: int = 0, cost: float = 0.0) -> None:
+        self.stats.record(model, seconds, ok, tokens, cost)
+        if self.authenticator is not None:
+            self.authenticator.record_usage(tokens, cost)
 
     def _key(self, path: str, route: Route, request: Any, resolution: Resolution) -> str | None:
         if route.cacheable is None or not route.cacheable(request):
@@ -79,7 +94,7 @@ class Gateway:
         """A unary call."""
         if path not in RPC_TASKS:
             return await self.router.unary(self.router.upstream(route.service), path, request, response_type, context)
-        resolution = await self.resolver.resolve(path, route, request)
+        resolution = await self._resolve(path, route, request)
         upstream_request = _for_model(request, resolution)
         key = self._key(path, route, upstream_request, resolution)
         cached = self.cache.get(key) if key else None
@@ -96,7 +111,7 @@ class Gateway:
             tokens, cost = _usage(response)
             ok = True
         finally:
-            self.stats.record(resolution.spec.name, time.perf_counter() - started, ok, tokens, cost)
+            self._record(resolution.spec.name, time.perf_counter() - started, ok, tokens, cost)
         if key:
             self.cache.put(key, (response.SerializeToString(),))
         _annotate(response, resolution)
@@ -113,7 +128,7 @@ class Gateway:
             ):
                 yield reply
             return
-        resolution = await self.resolver.resolve(path, route, request)
+        resolution = await self._resolve(path, route, request)
         upstream_request = _for_model(request, resolution)
         key = self._key(path, route, upstream_request, resolution)
         cached = self.cache.get(key) if key else None
@@ -142,7 +157,7 @@ class Gateway:
                 yield reply
             ok = True
         finally:
-            self.stats.record(resolution.spec.name, time.perf_counter() - started, ok, tokens, cost)
+            self._record(resolution.spec.name, time.perf_counter() - started, ok, tokens, cost)
         if key and recorded:
             self.cache.put(key, tuple(recorded))
         _trailers(context, resolution)
@@ -162,7 +177,7 @@ class Gateway:
             first_request = await iterator.__anext__()
         except StopAsyncIteration:
             return
-        resolution = await self.resolver.resolve(path, route, first_request)
+        resolution = await self._resolve(path, route, first_request)
         first_upstream = _for_model(first_request, resolution)
 
         async def upstream_requests() -> AsyncIterator[Any]:
@@ -179,7 +194,7 @@ class Gateway:
                 yield reply
             ok = True
         finally:
-            self.stats.record(resolution.spec.name, time.perf_counter() - started, ok)
+            self._record(resolution.spec.name, time.perf_counter() - started, ok)
         _trailers(context, resolution)
 
     async def client_stream(

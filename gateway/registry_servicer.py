@@ -14,12 +14,15 @@ from aisemble.registry.v1 import registry_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.resolution import AUTO
 from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
+from gateway.auth import current_principal
 from gateway.proxy import Gateway
 
 __all__ = ["RegistryServicer"]
 
 _CHANGE = {"added": pb.CHANGE_TYPE_ADDED, "updated": pb.CHANGE_TYPE_UPDATED, "removed": pb.CHANGE_TYPE_REMOVED}
 _MAX_PAGE = 1000
+#: What a registry entry says about where and how a model runs: shown to admins and the mesh only.
+_CONFIGURATION_FIELDS = ("model_path", "endpoint", "params")
 
 
 class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
@@ -30,7 +33,12 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
         self.registry = gateway.registry
 
     def _proto(self, spec: ModelSpec) -> pb.Model:
-        return model_to_proto(spec, self.gateway.router.health_of(spec.name), self.gateway.stats.get(spec.name))
+        """The entry as this caller may see it: endpoints, params and store paths only for admins and the mesh."""
+        model = model_to_proto(spec, self.gateway.router.health_of(spec.name), self.gateway.stats.get(spec.name))
+        if not current_principal.get().sees_configuration:
+            for name in _CONFIGURATION_FIELDS:
+                model.ClearField(name)
+        return model
 
     async def ListModels(self, request: pb.ListModelsRequest, context: aio.ServicerContext) -> pb.ListModelsResponse:
         if request.page_size < 0:
@@ -40,10 +48,12 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
         except ValueError:
             raise InvalidArgumentError.for_field("page_token", "is not a token this server issued") from None
         task = TASK_FROM_PROTO.get(request.task) if request.task != common_pb2.TASK_UNSPECIFIED else None
+        principal = current_principal.get()
         specs = [
             spec
             for spec in self.registry.all()
-            if (task is None or spec.task == task)
+            if principal.allows_model(spec.name)
+            and (task is None or spec.task == task)
             and (not request.domain or request.domain in spec.domains)
             and (not request.provider or request.provider == spec.provider)
             and (not request.language or request.language in spec.languages)
@@ -56,6 +66,7 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
     async def GetModel(self, request: pb.GetModelRequest, context: aio.ServicerContext) -> pb.GetModelResponse:
         if not request.name:
             raise InvalidArgumentError.for_field("name", "is required")
+        current_principal.get().check_model(request.name)
         return pb.GetModelResponse(model=self._proto(self.registry.get(request.name)))
 
     async def RegisterModel(
@@ -85,10 +96,12 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
     async def WatchModels(
         self, request: pb.WatchModelsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.WatchModelsResponse]:
+        principal = current_principal.get()
         async with self.registry.watch() as changes:
             if request.send_current_models:
                 for spec in self.registry.all():
-                    yield pb.WatchModelsResponse(change_type=pb.CHANGE_TYPE_ADDED, model=self._proto(spec))
+                    if principal.allows_model(spec.name):
+                        yield pb.WatchModelsResponse(change_type=pb.CHANGE_TYPE_ADDED, model=self._proto(spec))
             while True:
                 change = await changes.get()
                 if change is None:
@@ -97,7 +110,8 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
                         reason="WATCHER_TOO_SLOW",
                         retry_after_s=0.0,
                     )
-                yield pb.WatchModelsResponse(change_type=_CHANGE[change.kind], model=self._proto(change.spec))
+                if principal.allows_model(change.spec.name):
+                    yield pb.WatchModelsResponse(change_type=_CHANGE[change.kind], model=self._proto(change.spec))
                 await asyncio.sleep(0)
 
     async def ResolveModel(
@@ -108,6 +122,7 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
         task = TASK_FROM_PROTO[request.task]
         output_tokens = request.max_output_tokens if request.HasField("max_output_tokens") else None
         if request.model and request.model != AUTO:
+            current_principal.get().check_model(request.model)
             spec = self.registry.get(request.model)
             selection = common_pb2.ModelSelection(
                 model=spec.name, model_version=spec.version, reason="requested by name"

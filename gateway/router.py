@@ -15,11 +15,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aisemble.errors import ModelNotReadyError, UnavailableError
 from aisemble.rpc.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    ON_BEHALF_OF_KEY,
+    PLAINTEXT,
+    Peer,
     error_from_call,
     forwardable_metadata,
     open_channel,
     target_for,
 )
+from gateway.auth import current_principal
 
 __all__ = ["Router", "Upstream"]
 
@@ -33,10 +37,16 @@ class Upstream:
     loading) out of rotation; a replica that refuses connections is skipped by round_robin itself.
     """
 
-    def __init__(self, name: str, addresses: Iterable[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        name: str,
+        addresses: Iterable[str],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        peer: Peer = PLAINTEXT,
+    ) -> None:
         self.name = name
         self.addresses = tuple(addresses)
-        self.channel = open_channel(target_for(self.addresses), max_message_bytes, balanced=True)
+        self.channel = open_channel(target_for(self.addresses), max_message_bytes, balanced=True, peer=peer)
         self._callables: dict[str, Any] = {}
 
     def callable(self, path: str, kind: str, serializer: Callable[..., bytes], deserializer: Callable[..., Any]) -> Any:
@@ -70,8 +80,9 @@ async def _relay(upstream: Upstream, call: Any) -> AsyncIterator[Any]:
 class Router:
     """Upstreams by service name, and the health of every model they host (from grpc.health.v1 Watch)."""
 
-    def __init__(self, upstreams: dict[str, Upstream]) -> None:
+    def __init__(self, upstreams: dict[str, Upstream], forward_metadata: frozenset[str] = frozenset()) -> None:
         self.upstreams = upstreams
+        self.forward_metadata = forward_metadata
         self.model_health: dict[str, str] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
 
@@ -143,13 +154,20 @@ class Router:
         return await method(request, timeout=timeout)
 
     # --- forwarding ---
+    def _metadata(self, context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
+        """What a forwarded call carries: the allowlisted caller metadata and, instead of the caller's key, whose
+        call it is (so a composer calling back through the gateway acts with the caller's rights)."""
+        forwarded = [(k, v) for k, v in forwardable_metadata(context, self.forward_metadata) if k != ON_BEHALF_OF_KEY]
+        forwarded.append((ON_BEHALF_OF_KEY, current_principal.get().key_id))
+        return forwarded
+
     async def unary(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
     ) -> Any:
         """Forward a unary call with the caller's remaining deadline and metadata."""
         call = upstream.callable(path, "unary_unary", type(request).SerializeToString, response_type.FromString)
         try:
-            return await call(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+            return await call(request, timeout=context.time_remaining(), metadata=self._metadata(context))
         except grpc.aio.AioRpcError as exc:
             raise upstream.error(exc) from None
 
@@ -158,9 +176,7 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a server-streaming call message by message (no buffering); cancelling ours cancels theirs."""
         method = upstream.callable(path, "unary_stream", type(request).SerializeToString, response_type.FromString)
-        return _relay(
-            upstream, method(request, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
-        )
+        return _relay(upstream, method(request, timeout=context.time_remaining(), metadata=self._metadata(context)))
 
     def bidi_stream(
         self,
@@ -173,9 +189,7 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a bidirectional stream; flow control is end to end (gRPC's own windows)."""
         method = upstream.callable(path, "stream_stream", request_type.SerializeToString, response_type.FromString)
-        return _relay(
-            upstream, method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
-        )
+        return _relay(upstream, method(requests, timeout=context.time_remaining(), metadata=self._metadata(context)))
 
     async def client_stream(
         self,
@@ -189,6 +203,6 @@ class Router:
         """Forward a client-streaming call (e.g. a file upload) chunk by chunk."""
         method = upstream.callable(path, "stream_unary", request_type.SerializeToString, response_type.FromString)
         try:
-            return await method(requests, timeout=context.time_remaining(), metadata=forwardable_metadata(context))
+            return await method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
         except grpc.aio.AioRpcError as exc:
             raise upstream.error(exc) from None

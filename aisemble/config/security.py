@@ -160,7 +160,9 @@ def _providers(where: str, raw: Any) -> ProviderPolicy:
         raise ConfigError(f"{where}: {exc}") from None
     for pattern in endpoints:
         if not _ENDPOINT_PATTERN.match(pattern):
-            raise ConfigError(f"{where}: endpoints: {pattern!r} is not scheme://host[:port] (e.g. https://api.openai.com)")
+            raise ConfigError(
+                f"{where}: endpoints: {pattern!r} is not scheme://host[:port] (e.g. https://api.openai.com)"
+            )
     for name in envs:
         if not _ENV_NAME.match(name):
             raise ConfigError(f"{where}: api_key_envs: {name!r} is not an environment variable name")

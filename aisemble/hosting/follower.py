@@ -14,7 +14,7 @@ from aisemble.config.schema import ConfigError
 from aisemble.hosting.host import ModelHost
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.rpc.client import open_channel
+from aisemble.rpc.client import PLAINTEXT, Peer, open_channel
 from aisemble.rpc.registry_messages import spec_from_proto
 
 __all__ = ["RegistryFollower", "follow_registry_hooks"]
@@ -28,8 +28,9 @@ class RegistryFollower:
     Reconnects with backoff while the gateway is away. Models of other services are ignored.
     """
 
-    def __init__(self, target: str, service: str, host: ModelHost) -> None:
+    def __init__(self, target: str, service: str, host: ModelHost, peer: Peer = PLAINTEXT) -> None:
         self.target = target
+        self.peer = peer
         self.service = service
         self.host = host
         self._task: asyncio.Task[None] | None = None
@@ -53,7 +54,7 @@ class RegistryFollower:
         delay = 0.5
         while True:
             try:
-                async with open_channel(self.target) as channel:
+                async with open_channel(self.target, peer=self.peer) as channel:
                     stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
                     call = stub.WatchModels(rpb.WatchModelsRequest(send_current_models=True))
                     current = {m.name for m in (await stub.ListModels(rpb.ListModelsRequest())).models}
@@ -83,12 +84,12 @@ class RegistryFollower:
 
 
 def follow_registry_hooks(
-    target: str | None, service: str, host: ModelHost
+    target: str | None, service: str, host: ModelHost, peer: Peer = PLAINTEXT
 ) -> tuple[list[Callable[[], Awaitable[None]]], list[Callable[[], Awaitable[None]]]]:
     """(on_start, on_stop) hooks for an AisembleServer that follows the registry at target (none if None)."""
     if not target:
         return [], []
-    follower = RegistryFollower(target, service, host)
+    follower = RegistryFollower(target, service, host, peer)
 
     async def start() -> None:
         follower.start()

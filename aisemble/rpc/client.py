@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
+from aisemble.config.state import state_dir
 from aisemble.errors import AisembleError, CancelledError, Code, DeadlineExceededError, UnavailableError, UpstreamError
 from aisemble.rpc.status import error_reason, rich_status
 
@@ -20,11 +23,17 @@ if TYPE_CHECKING:
     from aisemble.config.mesh import MeshConfig
 
 __all__ = [
+    "AUTHORIZATION_KEY",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "FORWARDED_METADATA",
+    "ON_BEHALF_OF_KEY",
+    "PLAINTEXT",
     "REQUEST_ID_KEY",
     "CallFailure",
     "Deadline",
     "LazyChannel",
+    "Peer",
+    "api_key",
     "blocking_channel",
     "call_failure",
     "channel_options",
@@ -40,14 +49,22 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Metadata key of the request id: taken from the caller when given, else made by the server; echoed in trailers.
 REQUEST_ID_KEY = "x-request-id"
 
+#: Metadata key of the caller's API key (`Bearer <key>`); the gateway checks it and never forwards it.
+AUTHORIZATION_KEY = "authorization"
+#: Metadata key by which the gateway tells the mesh whose call this is (a key id, or "-" for an anonymous
+#: caller); the gateway honours it only from a mesh-role key (a composer calling back on the caller's behalf).
+ON_BEHALF_OF_KEY = "x-aisemble-on-behalf-of"
+#: Caller metadata forwarded to the next hop: request ids, trace context, the gateway's caller identity.
+FORWARDED_METADATA = frozenset(
+    {REQUEST_ID_KEY, "traceparent", "tracestate", "grpc-trace-bin", "baggage", ON_BEHALF_OF_KEY}
+)
+
 #: Clients ping an idle connection this often (so a dead peer is noticed), and servers accept pings this often.
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 _MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
 
 _IP_PORT = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
-#: Metadata that belongs to one hop and is not forwarded.
-_HOP_BY_HOP = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout"}
 
 
 def target_for(addresses: Sequence[str]) -> str:
@@ -66,11 +83,38 @@ def gateway_target(mesh: MeshConfig | None, explicit: str | None = None) -> str 
     return target_for(mesh.gateway.addresses) if mesh is not None else None
 
 
+@dataclass(frozen=True)
+class Peer:
+    """How this process reaches one server and proves who it is: TLS credentials (None: plaintext), the name the
+    server's certificate carries (checked instead of the address, so replicas and DNS names need no SAN each),
+    and an API key sent as `authorization: Bearer` on every call (None: none)."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    server_name: str | None = None
+    api_key: str | None = None
+
+
+PLAINTEXT = Peer()
+
+
+def api_key(default_file: str = "admin.key") -> str | None:
+    """This process's API key: $AISEMBLE_API_KEY, else the file $AISEMBLE_API_KEY_FILE, else
+    <state>/credentials/<default_file> (admin.key for the CLI, mesh.key for the mesh's own processes)."""
+    if os.environ.get("AISEMBLE_API_KEY"):
+        return os.environ["AISEMBLE_API_KEY"].strip()
+    path = Path(os.environ.get("AISEMBLE_API_KEY_FILE") or state_dir() / "credentials" / default_file)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def channel_options(
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False, peer: Peer = PLAINTEXT
 ) -> list[tuple[str, object]]:
-    """Client channel options: the servers' message limits, keepalive, and (balanced) round_robin over replicas
-    with client-side health checking, so a replica that is NOT_SERVING (draining, loading) leaves the rotation."""
+    """Client channel options: the servers' message limits, keepalive, the peer's certificate name, and (balanced)
+    round_robin over replicas with client-side health checking, so a replica that is NOT_SERVING (draining,
+    loading) leaves the rotation."""
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -80,6 +124,8 @@ def channel_options(
         # subchannels, so one that tried a peer before it listened would make the others' calls fail fast.
         ("grpc.use_local_subchannel_pool", 1),
     ]
+    if peer.credentials is not None and peer.server_name:
+        options.append(("grpc.ssl_target_name_override", peer.server_name))
     if balanced:
         service_config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
         options += [("grpc.service_config", json.dumps(service_config)), ("grpc.enable_retries", 1)]
@@ -94,33 +140,129 @@ def server_keepalive_options() -> list[tuple[str, object]]:
     ]
 
 
+def _with_key(metadata: Any, key: str) -> tuple[tuple[str, str | bytes], ...]:
+    pairs = tuple(metadata or ())
+    if any(k == AUTHORIZATION_KEY for k, _ in pairs):
+        return pairs
+    return (*pairs, (AUTHORIZATION_KEY, f"Bearer {key}"))
+
+
+class _ApiKeyDetails:
+    """Adds this process's API key to a call's details (unless the call brings its own)."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+        return aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            aio.Metadata(*_with_key(details.metadata, self._key)),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+# grpc.aio files an interceptor under the first kind it is an instance of: one class per kind of call.
+class _UnaryUnaryKey(_ApiKeyDetails, aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class _UnaryStreamKey(_ApiKeyDetails, aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details), request)
+
+
+class _StreamUnaryKey(_ApiKeyDetails, aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _StreamStreamKey(_ApiKeyDetails, aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def _key_interceptors(key: str | None) -> list[aio.ClientInterceptor] | None:
+    if not key:
+        return None
+    return [_UnaryUnaryKey(key), _UnaryStreamKey(key), _StreamUnaryKey(key), _StreamStreamKey(key)]
+
+
+class _BlockingApiKeyInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """_ApiKeyInterceptor for synchronous channels."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=_with_key(details.metadata, self._key))
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(client_call_details), request_iterator)
+
+
 def open_channel(
-    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False
+    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False, peer: Peer = PLAINTEXT
 ) -> aio.Channel:
-    """A grpc.aio channel to a mesh server, with the mesh's options. Call it inside the event loop that uses it."""
-    return aio.insecure_channel(target, options=channel_options(max_message_bytes, balanced))
+    """A grpc.aio channel to a mesh server, with the mesh's options and the peer's TLS and API key.
+    Call it inside the event loop that uses it."""
+    options = channel_options(max_message_bytes, balanced, peer)
+    interceptors = _key_interceptors(peer.api_key)
+    if peer.credentials is not None:
+        return aio.secure_channel(target, peer.credentials, options=options, interceptors=interceptors)
+    return aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
-def blocking_channel(target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+def blocking_channel(
+    target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer: Peer = PLAINTEXT
+) -> grpc.Channel:
     """A synchronous channel with the mesh's options, for command-line clients and the launcher."""
-    return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+    options = channel_options(max_message_bytes, peer=peer)
+    if peer.credentials is not None:
+        channel = grpc.secure_channel(target, peer.credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
+    return grpc.intercept_channel(channel, _BlockingApiKeyInterceptor(peer.api_key)) if peer.api_key else channel
 
 
 class LazyChannel:
     """A channel opened on first use: a grpc.aio channel belongs to the event loop that makes it, and servers are
     built before their loop runs."""
 
-    def __init__(self, target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False):
+    def __init__(
+        self,
+        target: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        balanced: bool = False,
+        peer: Peer = PLAINTEXT,
+    ):
         self.target = target
         self._max_message_bytes = max_message_bytes
         self._balanced = balanced
+        self._peer = peer
         self._channel: aio.Channel | None = None
 
     @property
     def channel(self) -> aio.Channel:
         """The channel (opened now if it is not yet)."""
         if self._channel is None:
-            self._channel = open_channel(self.target, self._max_message_bytes, self._balanced)
+            self._channel = open_channel(self.target, self._max_message_bytes, self._balanced, self._peer)
         return self._channel
 
     async def close(self) -> None:
@@ -130,12 +272,13 @@ class LazyChannel:
             await channel.close()
 
 
-def forwardable_metadata(context: aio.ServicerContext) -> list[tuple[str, str | bytes]]:
-    """The caller's metadata that passes through to the next hop (request ids, auth, tracing)."""
+def forwardable_metadata(
+    context: aio.ServicerContext, extra: frozenset[str] | set[str] = frozenset()
+) -> list[tuple[str, str | bytes]]:
+    """The caller's metadata that passes to the next hop: only FORWARDED_METADATA (and `extra`) - never the
+    caller's credentials, cookies or anything else it sent."""
     return [
-        (key, value)
-        for key, value in context.invocation_metadata() or ()
-        if key not in _HOP_BY_HOP and not key.startswith(":") and not key.startswith("grpc-")
+        (key, value) for key, value in context.invocation_metadata() or () if key in FORWARDED_METADATA or key in extra
     ]
 
 

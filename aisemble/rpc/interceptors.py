@@ -1,4 +1,4 @@
-"""The one place where exceptions become gRPC statuses, plus per-RPC metrics; unary and streaming alike."""
+"""Server interceptors: the one place exceptions become gRPC statuses (with per-RPC metrics), and the call limits."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.rpc import status_pb2
 from grpc import aio
 
-from aisemble.errors import AisembleError
+from aisemble.errors import AisembleError, ResourceExhaustedError
 from aisemble.rpc.client import REQUEST_ID_KEY
 from aisemble.rpc.metrics import RpcMetrics
 from aisemble.rpc.status import STATUS_DETAILS_KEY, grpc_code, internal_status, to_rpc_status
 
-__all__ = ["ErrorAndMetricsInterceptor"]
+__all__ = ["CallLimitInterceptor", "ErrorAndMetricsInterceptor", "WrappingInterceptor", "stream_of"]
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,8 @@ async def _handle_exception(exc: Exception, context: aio.ServicerContext, method
     await _abort(context, internal_status(request_id))
 
 
-class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
-    """Wraps every handler: domain errors -> rich status, anything else -> INTERNAL without a traceback.
-
-    Also sets the request id trailer and records requests, latency and errors by code.
-    """
-
-    def __init__(self, metrics: RpcMetrics | None = None) -> None:
-        self._metrics = metrics
+class WrappingInterceptor(aio.ServerInterceptor):
+    """An interceptor that wraps each handler's behaviour: subclasses give wrap_unary and wrap_stream."""
 
     async def intercept_service(
         self,
@@ -85,7 +79,7 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
         method = handler_call_details.method
         if handler.response_streaming:
             behavior = handler.unary_stream or handler.stream_stream
-            wrapped_stream = self._wrap_stream(method, behavior)
+            wrapped_stream = self.wrap_stream(method, behavior)
             factory = (
                 grpc.stream_stream_rpc_method_handler
                 if handler.request_streaming
@@ -93,17 +87,51 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
             )
             return factory(wrapped_stream, handler.request_deserializer, handler.response_serializer)
         behavior = handler.unary_unary or handler.stream_unary
-        wrapped_unary = self._wrap_unary(method, behavior)
+        wrapped_unary = self.wrap_unary(method, behavior)
         factory = (
             grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
         )
         return factory(wrapped_unary, handler.request_deserializer, handler.response_serializer)
 
+    def wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        """A unary (or client-streaming) behaviour wrapped."""
+        raise NotImplementedError
+
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        """A server-streaming (or bidirectional) behaviour wrapped."""
+        raise NotImplementedError
+
+
+async def stream_of(
+    behavior: Callable[..., Any], request: Any, context: aio.ServicerContext
+) -> AsyncGenerator[Any, None]:
+    """The replies of a streaming behaviour, whether it is an async generator or a coroutine using context.write();
+    the generator is closed when this ends (its finally blocks run now, not at GC)."""
+    result = behavior(request, context)
+    if not inspect.isasyncgen(result):
+        await result
+        return
+    try:
+        async for response in result:
+            yield response
+    finally:
+        await result.aclose()
+
+
+class ErrorAndMetricsInterceptor(WrappingInterceptor):
+    """Wraps every handler: domain errors -> rich status, anything else -> INTERNAL without a traceback.
+
+    Also sets the request id trailer and records requests, latency and errors by code.
+    """
+
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self._metrics = metrics
+
     def _finish(self, method: str, outcome: _Outcome, started: float) -> None:
         if self._metrics is not None:
             self._metrics.observe(method, outcome.code, time.perf_counter() - started)
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    def wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             started, outcome = time.perf_counter(), _Outcome()
             try:
@@ -119,25 +147,79 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
 
         return unary
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             started, outcome = time.perf_counter(), _Outcome()
-            result = None
+            replies = stream_of(behavior, request, context)
             try:
-                result = behavior(request, context)
-                if inspect.isasyncgen(result):
-                    async for response in result:
-                        yield response
-                else:  # a coroutine that writes with context.write()
-                    await result
+                async for response in replies:
+                    yield response
             except (asyncio.CancelledError, GeneratorExit):
                 outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here
                 await _handle_exception(exc, context, method, outcome)
             finally:
-                if inspect.isasyncgen(result):
-                    await result.aclose()  # the servicer's own finally blocks run now, not at GC
+                await replies.aclose()
                 self._finish(method, outcome, started)
+
+        return stream
+
+
+#: Services whose calls no limit counts: health must answer while the server is at its limits.
+_UNLIMITED_SERVICES = ("/grpc.health.v1.Health/",)
+
+
+class CallLimitInterceptor(WrappingInterceptor):
+    """Separate limits for unary and streaming calls in flight: long-lived streams (WatchModels, token streams)
+    can never lock out unary calls, and health checks count against neither. Over a limit: RESOURCE_EXHAUSTED."""
+
+    def __init__(self, max_unary: int | None, max_streams: int | None) -> None:
+        self.max_unary = max_unary
+        self.max_streams = max_streams
+        self.unary_in_flight = 0
+        self.streams_in_flight = 0
+
+    @staticmethod
+    def _refusal(kind: str, limit: int) -> ResourceExhaustedError:
+        return ResourceExhaustedError(
+            f"this server already has {limit} {kind} in flight (its limit); retry shortly",
+            reason="TOO_MANY_CONCURRENT_CALLS",
+            metadata={"kind": kind, "limit": str(limit)},
+            retry_after_s=1.0,
+        )
+
+    def wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        if self.max_unary is None or method.startswith(_UNLIMITED_SERVICES):
+            return behavior  # type: ignore[no-any-return]
+        limit = self.max_unary
+
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            if self.unary_in_flight >= limit:
+                raise self._refusal("unary calls", limit)
+            self.unary_in_flight += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.unary_in_flight -= 1
+
+        return unary
+
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        if self.max_streams is None or method.startswith(_UNLIMITED_SERVICES):
+            return behavior  # type: ignore[no-any-return]
+        limit = self.max_streams
+
+        async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if self.streams_in_flight >= limit:
+                raise self._refusal("streams", limit)
+            self.streams_in_flight += 1
+            replies = stream_of(behavior, request, context)
+            try:
+                async for response in replies:
+                    yield response
+            finally:
+                self.streams_in_flight -= 1
+                await replies.aclose()
 
         return stream

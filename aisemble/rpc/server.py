@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -17,10 +18,11 @@ from aisemble.config.mesh import MeshConfig
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
-from aisemble.rpc.client import gateway_target, server_keepalive_options
-from aisemble.rpc.interceptors import ErrorAndMetricsInterceptor
+from aisemble.rpc.client import Peer, gateway_target, server_keepalive_options
+from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorAndMetricsInterceptor
 from aisemble.rpc.metrics import RpcMetrics, serve_metrics
 from aisemble.rpc.telemetry import configure_tracing
+from aisemble.rpc.tls import mesh_gateway_peer
 
 __all__ = [
     "AisembleServer",
@@ -44,7 +46,12 @@ class ServiceBinding:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How one server process listens and what it allows."""
+    """How one server process listens and what it allows.
+
+    credentials: TLS for the listener (None: plaintext; the mesh's services get mTLS from aisemble.rpc.tls).
+    max_concurrent_rpcs / max_concurrent_streams: unary and streaming calls in flight (health is outside both).
+    interceptors: more server interceptors (the gateway's auth), inside the error mapping and the limits.
+    """
 
     name: str
     address: str = "127.0.0.1:0"
@@ -52,7 +59,10 @@ class ServerConfig:
     metrics_port: int = -1  # -1: no metrics endpoint; 0: any free port
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_rpcs: int | None = 256
+    max_concurrent_streams: int | None = 256
     grace_s: float = 10.0
+    credentials: grpc.ServerCredentials | None = None
+    interceptors: Sequence[aio.ServerInterceptor] = field(default_factory=tuple)
     extra_options: Sequence[tuple[str, object]] = field(default_factory=tuple)
 
 
@@ -96,6 +106,8 @@ class AisembleServer:
 
             interceptors.append(aio_server_interceptor())
         interceptors.append(ErrorAndMetricsInterceptor(self.metrics))
+        self.limits = CallLimitInterceptor(self.config.max_concurrent_rpcs, self.config.max_concurrent_streams)
+        interceptors += [self.limits, *self.config.interceptors]
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -103,9 +115,10 @@ class AisembleServer:
             *server_keepalive_options(),
             *self.config.extra_options,
         ]
-        return aio.server(
-            interceptors=interceptors, options=options, maximum_concurrent_rpcs=self.config.max_concurrent_rpcs
-        )
+        # gRPC's own cap is a backstop above our two limits, with room for health checks.
+        limits = (self.config.max_concurrent_rpcs, self.config.max_concurrent_streams)
+        backstop = None if None in limits else sum(limit or 0 for limit in limits) + 64
+        return aio.server(interceptors=interceptors, options=options, maximum_concurrent_rpcs=backstop)
 
     async def start(self) -> int:
         """Bind and start serving, then load the preloaded models; returns the bound port."""
@@ -115,7 +128,10 @@ class AisembleServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [b.full_name for b in self.bindings]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.port = server.add_insecure_port(self.config.address)
+        if self.config.credentials is not None:
+            self.port = server.add_secure_port(self.config.address, self.config.credentials)
+        else:
+            self.port = server.add_insecure_port(self.config.address)
         if self.port == 0:
             raise OSError(f"could not bind {self.config.address}")
         await server.start()
@@ -196,8 +212,12 @@ def model_service_server(
     mesh: MeshConfig | None,
     registry_target: str | None = None,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    registry_peer: Peer | None = None,
 ) -> AisembleServer:
     """The server of a model service: it hosts `host`'s models and follows the registry (registry_target, default
-    the mesh's gateway) so that a model registered at run time is loaded at once."""
-    on_start, stop_following = follow_registry_hooks(gateway_target(mesh, registry_target), service, host)
+    the mesh's gateway; reached as registry_peer, default with the mesh key) so that a model registered at run
+    time is loaded at once."""
+    target = gateway_target(mesh, registry_target)
+    peer = registry_peer or mesh_gateway_peer(mesh, service)
+    on_start, stop_following = follow_registry_hooks(target, service, host, peer)
     return AisembleServer(config, bindings, model_host=host, on_start=on_start, on_stop=[*stop_following, *on_stop])

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from aisemble.config.state import state_dir
 from aisemble.store.errors import ArtifactMissingError, ManifestError, SourcePackageMissingError
 from aisemble.store.files import human_size, progress_bar, sha256_file
 from aisemble.store.manifest import MANIFEST_NAME, FileEntry, Manifest
@@ -71,11 +72,11 @@ class ArtifactStatus:
 
 
 def default_store_root() -> Path:
-    """$AISEMBLE_MODEL_STORE if set, else <repository root>/.aisemble/models."""
+    """$AISEMBLE_MODEL_STORE if set, else <state dir>/models (<repository root>/.aisemble/models by default)."""
     env = os.environ.get("AISEMBLE_MODEL_STORE")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / ".aisemble" / "models"
+    return state_dir() / "models"
 
 
 def package_dir(module: str, requirement: str | None = None) -> Path:

@@ -9,6 +9,7 @@ from aisemble.config.models import ModelSpec
 from aisemble.ensemble.v1 import ensemble_service_pb2, ensemble_service_pb2_grpc
 from aisemble.rpc.client import gateway_target as gateway_target_of
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.tls import mesh_gateway_peer
 from services.ensemble.runner import EnsembleRunner
 from services.ensemble.servicer import EnsembleServicer
 
@@ -26,7 +27,7 @@ def build_server(
     """The ensemble service; members are called through the gateway (default: the mesh's gateway address)."""
     target = gateway_target_of(mesh, gateway_target)
     assert target is not None  # a mesh always names its gateway
-    runner = EnsembleRunner(target, mesh.max_message_bytes)
+    runner = EnsembleRunner(target, mesh.max_message_bytes, mesh_gateway_peer(mesh, "ensemble"))
 
     async def close_runner() -> None:
         await runner.close()

@@ -16,7 +16,7 @@ from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.errors import Code, UnavailableError
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
-from aisemble.rpc.client import CallFailure, Deadline, call_failure, open_channel
+from aisemble.rpc.client import PLAINTEXT, CallFailure, Deadline, Peer, call_failure, open_channel
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
@@ -42,8 +42,8 @@ def _failure(model: str, exc: Exception) -> common_pb2.PartFailure:
 class EnsembleRunner:
     """Calls members through the gateway (so they are routed, cached and measured like any call)."""
 
-    def __init__(self, gateway_target: str, max_message_bytes: int = 16 * 1024 * 1024) -> None:
-        self.channel = open_channel(gateway_target, max_message_bytes)
+    def __init__(self, gateway_target: str, max_message_bytes: int = 16 * 1024 * 1024, peer: Peer = PLAINTEXT) -> None:
+        self.channel = open_channel(gateway_target, max_message_bytes, peer=peer)
         self._calls = {
             "completion": llm_service_pb2_grpc.LlmServiceStub(self.channel).Complete,
             "classification": nlp_service_pb2_grpc.NlpServiceStub(self.channel).Classify,

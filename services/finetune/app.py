@@ -8,9 +8,11 @@ from typing import Any
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
+from aisemble.config.state import state_dir
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
 from aisemble.rpc.client import gateway_target
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.tls import mesh_gateway_peer
 from aisemble.store.model_store import ModelStore, default_store_root
 from services.finetune.limits import FineTuneLimits
 from services.finetune.registry_client import RegistryClient
@@ -23,8 +25,8 @@ SERVICE_NAME = finetune_service_pb2.DESCRIPTOR.services_by_name["FineTuneService
 
 
 def default_data_dir() -> Path:
-    """<repository root>/.aisemble/finetune: the journal, the jobs' examples and checkpoints, uploads."""
-    return Path(__file__).resolve().parents[2] / ".aisemble" / "finetune"
+    """<state dir>/finetune: the journal, the jobs' examples and checkpoints, uploads."""
+    return state_dir() / "finetune"
 
 
 def build_server(
@@ -40,11 +42,12 @@ def build_server(
     """The fine-tuning service. Base models are looked up in the gateway's registry (registry_target, default
     the mesh's gateway), else in `models`; results are registered there. It hosts no model itself."""
     target = gateway_target(mesh, registry_target)
+    timeout_s = (limits or FineTuneLimits()).registry_timeout_s
     runner = JobRunner(
         data_dir=data_dir or default_data_dir(),
         store=store or ModelStore(default_store_root()),
         models=models,
-        registry=RegistryClient(target, (limits or FineTuneLimits()).registry_timeout_s) if target else None,
+        registry=RegistryClient(target, timeout_s, mesh_gateway_peer(mesh, "finetune")) if target else None,
         limits=limits,
         worker_target=worker_target,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
+from aisemble.rpc.client import PLAINTEXT, Peer
 
 __all__ = ["add_parsers", "run", "upload_file", "watch_job"]
 
@@ -101,14 +102,20 @@ def _describe(job: pb.FineTuneJob) -> str:
     return "  ".join(parts)
 
 
-def run(args: argparse.Namespace, target: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(
+    args: argparse.Namespace,
+    target: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    peer: Peer = PLAINTEXT,
+) -> int:
     """Run one `aisemble finetune` action against target (the gateway or the service)."""
     import grpc
 
     from aisemble.finetune.v1 import finetune_service_pb2_grpc
     from aisemble.rpc.client import blocking_channel
 
-    with blocking_channel(target) as channel:
+    with blocking_channel(target, peer=peer) as channel:
         stub = finetune_service_pb2_grpc.FineTuneServiceStub(channel)
         try:
             return _run(stub, args, out, err)

@@ -9,7 +9,7 @@ from aisemble.config.models import ModelSpec
 from aisemble.errors import AlreadyExistsError, UnavailableError
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
-from aisemble.rpc.client import LazyChannel, error_from_call
+from aisemble.rpc.client import PLAINTEXT, LazyChannel, Peer, error_from_call
 from aisemble.rpc.registry_messages import model_to_proto, spec_from_proto
 
 __all__ = ["RegistryClient"]
@@ -20,10 +20,10 @@ _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, 
 class RegistryClient:
     """ModelRegistryService calls with deadlines; one channel, opened on first use (inside the event loop)."""
 
-    def __init__(self, target: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, target: str, timeout_s: float = 5.0, peer: Peer = PLAINTEXT) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = LazyChannel(target)
+        self._channel = LazyChannel(target, peer=peer)
 
     def _registry(self) -> registry_service_pb2_grpc.ModelRegistryServiceStub:
         return registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel.channel)

@@ -10,6 +10,7 @@ from aisemble.config.schema import ConfigError
 from aisemble.multimodal.v1 import multimodal_service_pb2, multimodal_service_pb2_grpc
 from aisemble.rpc.client import gateway_target
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.tls import mesh_gateway_peer
 from services.multimodal.composer import MultimodalComposer, MultimodalLimits, Upstreams
 from services.multimodal.servicer import MultimodalServicer
 
@@ -37,7 +38,8 @@ def build_server(
     gateway = gateway_target(mesh)
     if not (vision_target or gateway) or not (nlp_target or gateway):
         raise ConfigError("the multimodal service needs a mesh config (the gateway's address) or its targets")
-    upstreams = Upstreams(vision_target or gateway, nlp_target or gateway, limits.max_message_bytes)  # type: ignore[arg-type]
+    peer = mesh_gateway_peer(mesh, "multimodal")
+    upstreams = Upstreams(vision_target or gateway, nlp_target or gateway, limits.max_message_bytes, peer)  # type: ignore[arg-type]
     binding = ServiceBinding(
         SERVICE_NAME,
         MultimodalServicer(MultimodalComposer(upstreams, limits)),

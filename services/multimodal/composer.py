@@ -16,7 +16,15 @@ from aisemble.errors import AisembleError, Code
 from aisemble.nlp.v1 import nlp_service_pb2 as nlp_pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.resolution import AUTO
-from aisemble.rpc.client import DEFAULT_MAX_MESSAGE_BYTES, CallFailure, Deadline, LazyChannel, call_failure
+from aisemble.rpc.client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PLAINTEXT,
+    CallFailure,
+    Deadline,
+    LazyChannel,
+    Peer,
+    call_failure,
+)
 from aisemble.vision.v1 import vision_service_pb2 as vision_pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.multimodal.matching import Match, find_mentions, phrases, terms_from
@@ -109,9 +117,16 @@ class Upstreams:
     any other call. A deployment may point an area straight at its service (the same contract).
     """
 
-    def __init__(self, vision_target: str, nlp_target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        self._vision = LazyChannel(vision_target, max_message_bytes)
-        self._nlp = self._vision if nlp_target == vision_target else LazyChannel(nlp_target, max_message_bytes)
+    def __init__(
+        self,
+        vision_target: str,
+        nlp_target: str,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        peer: Peer = PLAINTEXT,
+    ) -> None:
+        self._vision = LazyChannel(vision_target, max_message_bytes, peer=peer)
+        same = nlp_target == vision_target
+        self._nlp = self._vision if same else LazyChannel(nlp_target, max_message_bytes, peer=peer)
 
     def vision(self) -> vision_service_pb2_grpc.VisionServiceStub:
         """A stub on the vision channel."""

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -50,7 +51,13 @@ def mesh(tmp_path_factory):
     lines = [f"gateway: {{address: '{gateway}'}}", "services:"]
     lines += [f"  {name}: {{addresses: ['127.0.0.1:{_free_port()}']}}" for name in SERVICES]
     (folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "PYTHONUNBUFFERED": "1"}
+    # Its own state directory: `aisemble up` makes the mesh CA, the certificates and the keys there.
+    env = {
+        **os.environ,
+        "AISEMBLE_CONFIG_DIR": str(folder),
+        "AISEMBLE_STATE_DIR": str(folder / "state"),
+        "PYTHONUNBUFFERED": "1",
+    }
     log = (folder / "mesh.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.cli", "up"],
@@ -162,7 +169,7 @@ def test_registry_and_status(mesh):
     models = {m.name: m for m in stub.ListModels(rpb.ListModelsRequest(), timeout=30).models}
     assert models["smollm2-135m-onnx"].health == rpb.MODEL_HEALTH_SERVING
     assert models["smollm2-135m-onnx"].stats.request_count >= 1
-    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder)}
+    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "AISEMBLE_STATE_DIR": str(folder / "state")}
     status = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", "status"],
         cwd=REPO,
@@ -174,11 +181,75 @@ def test_registry_and_status(mesh):
     assert status.returncode == 0 and "smollm2-135m-onnx" in status.stdout and "SERVING" in status.stdout
 
 
+def _service_addresses(folder: Path) -> dict[str, str]:
+    """service name -> its address, from the test's mesh.yaml."""
+    found = {}
+    for line in (folder / "mesh.yaml").read_text().splitlines():
+        if "127.0.0.1" in line:
+            name = line.split(":", 1)[0].strip()
+            found[name] = line.split("'")[1]
+    return found
+
+
+def _state_mesh(folder: Path):
+    from aisemble.config.mesh import load_mesh
+    from aisemble.config.security import SecurityConfig
+
+    mesh = load_mesh(folder / "mesh.yaml")
+    return replace(mesh, security=SecurityConfig(certs_dir=folder / "state" / "certs"))
+
+
+def test_service_ports_take_only_mesh_certificates(mesh, tmp_path):
+    """Every service port refuses a plaintext client and a client whose certificate another CA signed."""
+    from aisemble.rpc.client import Peer
+    from aisemble.security.bootstrap import ensure_certificates
+    from entrypoints.launcher import peer_of
+
+    folder = mesh[2]
+    mesh_config = _state_mesh(folder)
+    stranger = ensure_certificates(tmp_path / "other-ca")
+    for name, address in _service_addresses(folder).items():
+        if name == "gateway":
+            continue
+        assert wait_healthy(address, timeout_s=10, peer=peer_of(mesh_config, name)), f"{name} refuses the mesh"
+        assert not wait_healthy(address, timeout_s=1.5), f"{name} answers a plaintext client"
+        own = peer_of(mesh_config, name)
+        foreign = grpc.ssl_channel_credentials(
+            root_certificates=(folder / "state" / "certs" / "ca.pem").read_bytes(),
+            private_key=(stranger.folder / "cli.key").read_bytes(),
+            certificate_chain=(stranger.folder / "cli.pem").read_bytes(),
+        )
+        assert not wait_healthy(address, timeout_s=1.5, peer=Peer(foreign, own.server_name)), (
+            f"{name} answers a certificate from another CA"
+        )
+
+
+def test_admin_rpcs_need_the_admin_key(mesh):
+    """Without a key a DeregisterModel changes nothing; the admin key `aisemble up` made works and sees params."""
+    channel, _process, folder, _ = mesh
+    stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+    before = (folder / "models.yaml").read_bytes()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DeregisterModel(rpb.DeregisterModelRequest(name="langid"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (folder / "models.yaml").read_bytes() == before
+    anonymous = stub.GetModel(rpb.GetModelRequest(name="langid"), timeout=10).model
+    assert not anonymous.model_path and not anonymous.params  # configuration is for admins only
+    key_file = folder / "state" / "credentials" / "admin.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    admin = [("authorization", f"Bearer {key_file.read_text().strip()}")]
+    seen = stub.GetModel(rpb.GetModelRequest(name="langid"), timeout=10, metadata=admin).model
+    assert seen.model_path == "langid" and seen.params["file"] == "lid.176.ftz"
+
+
 def test_ctrl_c_stops_everything(mesh):
+    from entrypoints.launcher import peer_of
+
     _channel, process, folder, _ = mesh
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
     assert "mesh stopped" in (folder / "mesh.log").read_text()
-    addresses = [line.split("'")[1] for line in (folder / "mesh.yaml").read_text().splitlines() if "127.0.0.1" in line]
-    for address in addresses:
-        assert not wait_healthy(address, timeout_s=0.5), f"{address} still answers after Ctrl-C"
+    mesh_config = _state_mesh(folder)
+    for name, address in _service_addresses(folder).items():
+        peer = peer_of(mesh_config, name)
+        assert not wait_healthy(address, timeout_s=0.5, peer=peer), f"{address} still answers after Ctrl-C"

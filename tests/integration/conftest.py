@@ -40,12 +40,15 @@ def write_registry(path, registry, names):
 
 
 def mesh_for(**services):
-    """A MeshConfig whose services are at the given addresses (lists of host:port)."""
+    """A MeshConfig whose services are at the given addresses (lists of host:port), reached in plaintext: the
+    in-process test servers listen without TLS (tests/integration/test_security.py proves the mTLS hops)."""
     from aisemble.config.mesh import MeshConfig, ServiceEndpoint
+    from aisemble.config.security import SecurityConfig
 
     return MeshConfig(
         gateway=ServiceEndpoint("gateway", ("127.0.0.1:0",)),
         services={name: ServiceEndpoint(name, tuple(addresses)) for name, addresses in services.items()},
+        security=SecurityConfig(mtls=False),
     )
 
 

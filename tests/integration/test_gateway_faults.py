@@ -92,6 +92,7 @@ def llm_process(registry, tmp_path):
     port = _free_port()
     (config_dir / "mesh.yaml").write_text(
         f"gateway: {{address: 127.0.0.1:0}}\nservices:\n  llm: {{addresses: ['127.0.0.1:{port}']}}\n"
+        "security: {mtls: false}\n"  # the gateway of this test reaches its services in plaintext
     )
     env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(config_dir)}
     process = subprocess.Popen(

@@ -44,7 +44,7 @@ async def test_registered_model_is_loaded_and_served(registry, store, tmp_path, 
         registry_path=path,
         store_root=store.root,
     )
-    channel = await start_server(gateway_server)
+    channel = await start_server(gateway_server, admin=True)
     registry_stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
     llm_stub = llm_service_pb2_grpc.LlmServiceStub(channel)
 
