@@ -8,19 +8,29 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from aisemble.config.models import ModelSpec, load_models, model_to_mapping
-from aisemble.errors import AlreadyExistsError, FailedPreconditionError, ModelNotFoundError, PermissionDeniedError
+from aisemble.config.security import ProviderPolicy
+from aisemble.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    ModelNotFoundError,
+)
 
-__all__ = ["ModelChange", "ModelRegistry", "write_models_file"]
+__all__ = ["ModelChange", "ModelRegistry", "provider_violations", "store_path_violations", "write_models_file"]
 
 log = logging.getLogger(__name__)
 
+#: The variable an OpenAI entry reads its API key from when params.api_key_env is not set.
+_DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 _HEADER = "# The model registry (see the comment block of the shipped file for the fields).\n"
 
 
@@ -44,6 +54,93 @@ def _leading_comments(path: Path) -> str:
             break
         header.append(line)
     return "".join(header) or _HEADER
+
+
+def _strings(value: Any, field: str) -> Iterator[tuple[str, str]]:
+    """Every string inside a params value (nested mappings and lists too), with its field path."""
+    if isinstance(value, str):
+        yield field, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{field}[{index}]")
+
+
+def _escapes(text: str, bases: Iterable[Path], root: Path | None) -> str | None:
+    """Why a string naming a file would reach outside the store (None: it stays inside, or names no file).
+
+    Absolute, `~` and `..` are refused outright; a relative path is resolved (through any symlink on its way)
+    from each folder it may be read from, and refused when it lands outside the store root.
+    """
+    parts = text.replace("\\", "/").split("/")  # '..\\' too: refused, whatever the OS
+    if text.startswith("/"):
+        return f"must be a path inside the model store, not an absolute path (got {text!r})"
+    if text.startswith("~"):
+        return f"must be a path inside the model store, not a home folder (got {text!r})"
+    if ".." in parts:
+        return f"must be a path inside the model store, without '..' (got {text!r})"
+    if root is None:
+        return None
+    for base in bases:
+        try:
+            target = (base / text).resolve()
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: no file the OS would open
+            continue
+        if target != root and root not in target.parents:
+            return f"resolves outside the model store through a symbolic link (got {text!r})"
+    return None
+
+
+def store_path_violations(spec: ModelSpec, store_root: Path | None) -> list[FieldViolation]:
+    """Every file a registry entry could name that would be read from outside the model store.
+
+    The gateway knows no backend, so this is generic: model_path, and every string in params that looks like
+    a path (absolute, `~`, a `..` segment) or that, relative to the model's folder or to the store root,
+    resolves outside the store (a symbolic link out of it). A service checks the files it opens again.
+    """
+    root = store_root.resolve() if store_root is not None else None
+    violations: list[FieldViolation] = []
+    if spec.model_path:
+        problem = _escapes(spec.model_path, [root] if root else [], root)
+        if problem:
+            violations.append(FieldViolation("model.model_path", problem))
+    bases = [root / spec.model_path, root] if root and spec.model_path else [root] if root else []
+    for field, text in _strings(dict(spec.params), "model.params"):
+        if text and (problem := _escapes(text, bases, root)):
+            violations.append(FieldViolation(field, problem))
+    return violations
+
+
+def provider_violations(spec: ModelSpec, providers: ProviderPolicy) -> list[FieldViolation]:
+    """Where the entry would send requests and which secret it would send, when the policy does not allow it.
+
+    An OpenAI entry that names no api_key_env reads OPENAI_API_KEY, so that default is checked too. An entry
+    without an endpoint uses the one the service's operator configured (OPENAI_BASE_URL or OpenAI's).
+    """
+    violations: list[FieldViolation] = []
+    if spec.endpoint and (problem := providers.endpoint_problem(spec.endpoint)):
+        violations.append(FieldViolation("model.endpoint", problem))
+    params = dict(spec.params)
+    if "api_key_env" in params:
+        name = params["api_key_env"]
+        if not isinstance(name, str):
+            violations.append(FieldViolation("model.params.api_key_env", "must be an environment variable name"))
+        elif problem := providers.api_key_env_problem(name):
+            violations.append(FieldViolation("model.params.api_key_env", problem))
+    elif spec.provider == "openai" and (problem := providers.api_key_env_problem(_DEFAULT_API_KEY_ENV)):
+        violations.append(FieldViolation("model.params.api_key_env", f"not set: the default {problem}"))
+    return violations
+
+
+def _refuse(spec: ModelSpec, violations: list[FieldViolation], reason: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        "; ".join(f"{v.field}: {v.description}" for v in violations),
+        reason=reason,
+        metadata={"model": spec.name},
+        field_violations=violations,
+    )
 
 
 def write_models_file(path: Path, specs: Iterable[ModelSpec]) -> None:
@@ -75,12 +172,15 @@ class ModelRegistry:
     """Registered models, backed by a models.yaml file that only this class writes.
 
     Writes are validated first, serialised (an asyncio lock in-process, flock across processes)
-    and atomic. Watchers get every change through a bounded queue.
+    and atomic. Watchers get every change through a bounded queue. A write may name files inside the model
+    store only, endpoints and API key variables that `providers` allows only; the entries of the file itself
+    are the operator's configuration and are not checked.
     """
 
-    def __init__(self, path: Path, store_root: Path | None = None) -> None:
+    def __init__(self, path: Path, store_root: Path | None = None, providers: ProviderPolicy | None = None) -> None:
         self.path = path
         self.store_root = store_root
+        self.providers = providers or ProviderPolicy()
         self._models: dict[str, ModelSpec] = load_models(path)
         self._lock = asyncio.Lock()
         self._watchers: set[asyncio.Queue[ModelChange | None]] = set()
@@ -102,17 +202,20 @@ class ModelRegistry:
         return self._models.get(name)
 
     # --- writes ---
-    def _check_store_path(self, spec: ModelSpec) -> None:
+    def check(self, spec: ModelSpec) -> None:
+        """Refuse (INVALID_ARGUMENT, one field violation per problem) a write that names a file outside the
+        store, an endpoint or an API key variable the provider policy does not allow; FAILED_PRECONDITION
+        when model_path is not in the store."""
+        violations = store_path_violations(spec, self.store_root)
+        if violations:
+            raise _refuse(spec, violations, "PATH_OUTSIDE_STORE")
+        violations = provider_violations(spec, self.providers)
+        if violations:
+            raise _refuse(spec, violations, "PROVIDER_NOT_ALLOWED")
         if not spec.model_path or self.store_root is None:
             return
         root = self.store_root.resolve()
-        target = (root / spec.model_path).resolve()
-        if target != root and root not in target.parents:
-            raise PermissionDeniedError(
-                f"model_path '{spec.model_path}' resolves outside the model store {root}",
-                reason="PATH_OUTSIDE_STORE",
-                metadata={"model": spec.name, "model_path": spec.model_path},
-            )
+        target = root / spec.model_path
         if not target.exists():
             raise FailedPreconditionError(
                 f"model_path '{spec.model_path}' is not in the model store {root}: put the files there first",
@@ -122,7 +225,7 @@ class ModelRegistry:
 
     async def register(self, spec: ModelSpec, replace_existing: bool = False, validate_only: bool = False) -> ModelSpec:
         """Add (or replace) a model after validating it; persisted before this returns."""
-        self._check_store_path(spec)
+        self.check(spec)
         async with self._lock:
             existing = self._models.get(spec.name)
             if existing is not None and not replace_existing:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from aisemble.store.errors import ManifestError, RecipeError, StoreError, UnknownArtifactError
-from aisemble.store.files import human_size, progress_bar, sha256_file, walk_files
+from aisemble.store.files import copy_file, human_size, progress_bar, sha256_file, walk_files
 from aisemble.store.manifest import MANIFEST_NAME, FileEntry, Manifest, SourceInfo
 from aisemble.store.model_store import ModelStore, check_artifact_name, package_dir
 from aisemble.store.recipe import BuildContext, Recipe
@@ -103,6 +104,65 @@ class StoreBuilder(ModelStore):
                         results[name] = self._prepare_one(self.recipes[name], force and name in requested, progress)
                     bar.update()
         return [results[name] for name in order]
+
+    def import_files(
+        self,
+        artifact: str,
+        source: Path | str,
+        info: Mapping[str, Any] | None = None,
+        *,
+        replace: bool = False,
+        progress: bool = False,
+    ) -> Manifest:
+        """Bring one's own files into the store as artifact `artifact`: a folder's files (hidden ones skipped),
+        or one file; returns the manifest written.
+
+        As prepare does, the files are copied into a build folder, hashed, given a manifest.json (their sha256
+        and sizes, `info`, no source package) and moved into place at once: a reader sees the old artifact or
+        the new one, never part of it. Backends that unpickle files (Ultralytics .pt) load only such files.
+        ValueError for an invalid name, a missing or empty source, a recipe's artifact (prepare would build
+        over it), or an existing artifact unless replace is set.
+        """
+        check_artifact_name(artifact)
+        source = Path(source).expanduser()
+        if artifact in self.recipes:
+            raise ValueError(f"'{artifact}' is the artifact of a recipe (`aisemble models prepare` builds it)")
+        if source.is_dir():
+            found = [p for p in walk_files(source, hidden=False) if p.relative_to(source).as_posix() != MANIFEST_NAME]
+            names = [p.relative_to(source).as_posix() for p in found]
+        elif source.is_file() and source.name != MANIFEST_NAME:
+            found, names = [source], [source.name]
+        else:
+            raise ValueError(f"{source} is neither a folder nor a file (other than a {MANIFEST_NAME})")
+        if not found:
+            raise ValueError(f"{source} holds no files to import")
+        details = json.loads(json.dumps(dict(info or {})))  # fails early on values JSON cannot hold
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.path(artifact)
+        with self._lock():
+            if (final.exists() or final.is_symlink()) and not replace:
+                raise ValueError(f"artifact '{artifact}' already exists in {self.root} (replace it explicitly)")
+            self._clean_leftovers()
+            tmp = self.root / f"{TMP_PREFIX}{artifact}-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            try:
+                for path, name in zip(found, names, strict=True):
+                    copy_file(path, tmp / name, progress)
+                manifest = Manifest(
+                    artifact=artifact,
+                    recipe_version=0,
+                    source=SourceInfo(package=None, module=None, version=None, files=names),
+                    created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    files=self._hash_folder(tmp, artifact, progress),
+                    info=details,
+                )
+                manifest.write(tmp / MANIFEST_NAME)
+                self._move_into_place(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("%s: imported %d files from %s (%s)", artifact, len(names), source, human_size(manifest.size_bytes))
+        return manifest
 
     # --- what the recipes add to the read-only store ---
 

@@ -118,7 +118,7 @@ async def test_bad_registrations_are_refused(registry_stub, model, code, words):
     assert path.read_bytes() == before
 
 
-async def test_symlink_out_of_the_store_is_permission_denied(registry_stub, store, tmp_path):
+async def test_symlink_out_of_the_store_is_invalid_argument(registry_stub, store, tmp_path):
     stub, _ = registry_stub
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -136,7 +136,10 @@ async def test_symlink_out_of_the_store_is_permission_denied(registry_stub, stor
                     )
                 )
             )
-        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        _, details = status_details(caught.value)
+        assert details["ErrorInfo"].reason == "PATH_OUTSIDE_STORE"
+        assert [v.field for v in details["BadRequest"].field_violations] == ["model.model_path"]
     finally:
         link.unlink()
 

@@ -1,4 +1,5 @@
-"""Segment through a real server with user-supplied YOLO-seg weights (built from Ultralytics' yaml, random weights).
+"""Segment through a real server with one's own YOLO-seg weights (built from Ultralytics' yaml, random weights),
+brought into the store with StoreBuilder.import_files (`aisemble models import`).
 
 Random weights find arbitrary things or nothing: these tests prove the code path and the response shape
 (boxes, full-size PNG masks, outlines in original pixels), not what the model sees. YOLOv8's head starts with
@@ -18,6 +19,7 @@ from aisemble.common.v1 import common_pb2
 from aisemble.config.models import model_from_mapping
 from aisemble.environment import apply_offline_defaults
 from aisemble.rpc.server import ServerConfig
+from aisemble.store.builder import StoreBuilder
 from aisemble.store.model_store import ModelStore
 from aisemble.vision.v1 import vision_service_pb2 as pb
 from aisemble.vision.v1 import vision_service_pb2_grpc
@@ -28,18 +30,21 @@ from tests.conftest import status_details
 
 @pytest.fixture(scope="module")
 def seg_store(tmp_path_factory, store):
-    """A model store holding YOLOv8n-seg weights as a user would supply them (a folder with a .pt, no manifest),
-    and the fall detector's model.pt registered, wrongly, as a segmentation model."""
+    """A model store holding YOLOv8n-seg weights imported as a user brings their own (a folder with a .pt), and
+    the fall detector's model.pt imported as one file and registered, wrongly, as a segmentation model."""
     apply_offline_defaults()
     import torch
     from ultralytics import YOLO
 
-    root = tmp_path_factory.mktemp("seg-store")
-    (root / "my-seg").mkdir()
+    own = tmp_path_factory.mktemp("own-weights")
+    (own / "my-seg").mkdir()
     torch.manual_seed(0)
-    YOLO("yolov8n-seg.yaml").save(root / "my-seg" / "yolov8n-seg.pt")
-    (root / "detect-only").mkdir()
-    (root / "detect-only" / "best.pt").write_bytes((store.root / "yolov8-fall" / "model.pt").read_bytes())
+    YOLO("yolov8n-seg.yaml").save(own / "my-seg" / "yolov8n-seg.pt")
+    (own / "best.pt").write_bytes((store.root / "yolov8-fall" / "model.pt").read_bytes())
+    root = tmp_path_factory.mktemp("seg-store")
+    builder = StoreBuilder(root, {})
+    builder.import_files("my-seg", own / "my-seg")
+    builder.import_files("detect-only", own / "best.pt")
     return ModelStore(root)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import yaml
 
-from aisemble.errors import ModelNotReadyError
+from aisemble.errors import FailedPreconditionError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.settings import ModelSettings, setting
 from services.vision.backends.artifacts import model_files
@@ -29,11 +31,41 @@ class RapidOcrSettings(ModelSettings):
     text_score: float = setting(0.5, minimum=0, maximum=1)
 
 
+def safe_read_yaml(path: str | Path) -> dict[str, Any]:
+    """RapidOCR's config, read with yaml.safe_load: plain data only.
+
+    RapidOCR's own reader (rapidocr_onnxruntime.utils.read_yaml) uses yaml.Loader, which builds any Python
+    object a `!!python/...` tag names, and so runs code from the file; load() puts this one in its place.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        raise FailedPreconditionError(
+            f"RapidOCR config {Path(path).name} is not plain YAML data (tags that build objects are refused): {exc}",
+            reason="MODEL_CONFIG_INVALID",
+        ) from None
+    if not isinstance(data, dict):
+        raise FailedPreconditionError(
+            f"RapidOCR config {Path(path).name} must be a mapping of sections", reason="MODEL_CONFIG_INVALID"
+        )
+    return data
+
+
+def _use_safe_yaml() -> None:
+    """Make RapidOCR read its config with safe_read_yaml (main imported the unsafe reader by name)."""
+    import rapidocr_onnxruntime.main
+    import rapidocr_onnxruntime.utils
+
+    rapidocr_onnxruntime.main.read_yaml = safe_read_yaml
+    rapidocr_onnxruntime.utils.read_yaml = safe_read_yaml
+
+
 class RapidOcrBackend(Backend):
     """RapidOCR with the three model files passed explicitly (it would otherwise look in its own package).
 
     params (all optional): det, rec, cls, config (file names in the artifact), text_score (drop lines
-    scoring below it; RapidOCR's default 0.5).
+    scoring below it; RapidOCR's default 0.5). The config is read as plain YAML data (safe_read_yaml).
     """
 
     provider = "rapidocr"
@@ -45,6 +77,7 @@ class RapidOcrBackend(Backend):
         self.settings = settings = self.settings_class.for_serving(self.spec)  # refused: before any file is read
         from rapidocr_onnxruntime import RapidOCR
 
+        _use_safe_yaml()
         files = model_files(self.spec, self.store)
         given = {"det": settings.det, "rec": settings.rec, "cls": settings.cls}
         paths = {

@@ -39,8 +39,21 @@ class UltralyticsSettings(DetectionSettings):
     rect: bool = setting(False)
 
 
+def _restricted_loading() -> None:
+    """Turn on Ultralytics' restricted checkpoint loading: torch.load(weights_only=True) with an allow-list of its
+    own model classes, a second wall behind the manifest check. ULTRALYTICS_SAFE_LOAD sets this flag only when
+    Ultralytics is first imported, so the module's flag is set here (a no-op on a torch too old for it)."""
+    import ultralytics.nn.tasks
+
+    ultralytics.nn.tasks.SAFE_LOAD = True
+
+
 class UltralyticsBackend(Backend):
     """A YOLO .pt file run by Ultralytics (detect weights for object-detection, -seg weights for either task).
+
+    The .pt must be a file of a store artifact with a manifest (built by `aisemble models prepare`, or one's
+    own weights brought in with `aisemble models import`) whose sha256 it matches when it is loaded; it is then
+    loaded with Ultralytics' restricted (weights_only) loader.
 
     YOLO_OFFLINE and YOLO_AUTOINSTALL=false are set before Ultralytics is imported, so it neither looks
     anything up nor installs packages; results are never plotted (plotting downloads a font).
@@ -62,9 +75,12 @@ class UltralyticsBackend(Backend):
         apply_offline_defaults()
         from ultralytics import YOLO
 
+        _restricted_loading()
         files = model_files(self.spec, self.store)
         path = files.pick(self.spec, "weights", settings.weights, "pytorch", default="", suffix=".pt")
-        self.model: Any = YOLO(str(path))
+        # A .pt file is a pickle: loading it runs whatever it holds. Only a file the store built or imported,
+        # listed in its artifact's manifest with the checksum it has right now, is loaded.
+        self.model: Any = YOLO(str(files.verified(self.spec, path)))
         self.weights = path
         self.yolo_task = str(self.model.task)
         if self.yolo_task not in _TASKS[self.spec.task]:
