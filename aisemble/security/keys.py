@@ -211,9 +211,18 @@ class KeyRing:
             self._stamp = stamp
             self._keys = self.file.read()
 
+    @property
+    def path(self) -> Path:
+        """The keys file."""
+        return self.file.path
+
     def get(self, key_id: str) -> ApiKey | None:
-        """A key by id (revoked ones included)."""
+        """A key by id (revoked ones included); an unknown id looks at the file again at once (a stat), so a key
+        made a moment ago works on its first call."""
         self.refresh()
+        if key_id not in self._keys:
+            self._checked = 0.0
+            self.refresh()
         return self._keys.get(key_id)
 
     def find(self, secret: str) -> ApiKey | None:

@@ -29,7 +29,7 @@ from tests.integration.conftest import mesh_for, write_registry
 async def registry_stub(registry, store, tmp_path, start_server):
     path = write_registry(tmp_path / "models.yaml", registry, list(registry))
     server = build_gateway(ServerConfig(name="gateway"), mesh_for(), registry_path=path, store_root=store.root)
-    channel = await start_server(server)
+    channel = await start_server(server, admin=True)
     return registry_service_pb2_grpc.ModelRegistryServiceStub(channel), path
 
 

@@ -345,6 +345,7 @@ def test_manifest_round_trip_and_validation(tmp_path: Path, fake_package: Path) 
 
 def test_default_store_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("AISEMBLE_MODEL_STORE", raising=False)
+    monkeypatch.delenv("AISEMBLE_STATE_DIR", raising=False)
     repo = Path(store_module.__file__).resolve().parents[2]
     assert default_store_root() == repo / ".aisemble" / "models"
 
