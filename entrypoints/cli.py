@@ -58,6 +58,25 @@ def _models_status(args: argparse.Namespace) -> int:
     return 0 if all(r.state == "ok" for r in rows) else 1
 
 
+@_command("models.import")
+def _models_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from aisemble.store.builder import StoreBuilder
+    from aisemble.store.model_store import default_store_root
+    from aisemble.store.recipes import RECIPES
+
+    store = StoreBuilder(args.store or default_store_root(), RECIPES)
+    try:
+        manifest = store.import_files(args.name, Path(args.source), replace=args.replace, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{manifest.artifact}: {len(manifest.files)} files, {manifest.size_bytes} bytes, checksums recorded")
+    print(f"model store: {store.root} (register it with model_path: {manifest.artifact})")
+    return 0
+
+
 @_command("serve")
 def _serve(args: argparse.Namespace) -> int:
     from aisemble.config.mesh import load_mesh
@@ -314,6 +333,14 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="rebuild even when up to date")
     prepare.add_argument("--store", help="model store folder (default: $AISEMBLE_MODEL_STORE or .aisemble/models)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
+    imported = models.add_parser(
+        "import", help="copy your own model files (e.g. YOLO .pt weights) into the store, with checksums"
+    )
+    imported.add_argument("source", help="a folder or one file")
+    imported.add_argument("--name", required=True, help="the artifact name (a registry entry's model_path)")
+    imported.add_argument("--replace", action="store_true", help="replace an artifact of that name")
+    imported.add_argument("--store", help="model store folder")
+    imported.add_argument("--quiet", action="store_true", help="no progress bars")
     store_status = models.add_parser("status", help="what the model store holds and whether it verifies")
     store_status.add_argument("--store", help="model store folder")
     store_status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
