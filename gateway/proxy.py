@@ -8,7 +8,7 @@ from typing import Any
 
 from grpc import aio
 
-from aisemble.resolution import RPC_TASKS
+from aisemble.resolution import AUTO, RPC_TASKS
 from aisemble.rpc.selection import MODEL_TRAILER, REASON_TRAILER, quote_reason
 from gateway.auth import Authenticator, current_principal
 from gateway.cache import ResultCache, cache_key
@@ -71,9 +71,13 @@ class Gateway:
         self.resolver = ModelResolver(registry, router, rules, self.stats, max_text_chars=selection_max_chars)
 
     async def _resolve(self, path: str, route: Route, request: Any) -> Resolution:
-        """The model for a request, which the caller's key must allow."""
+        """The model for a request, which the caller's key must allow (a named one before anything about it is
+        looked up, an automatic choice once made)."""
+        principal = current_principal.get()
+        if request.model and request.model != AUTO:
+            principal.check_model(request.model)
         resolution = await self.resolver.resolve(path, route, request)
-        current_principal.get().check_model(resolution.spec.name)
+        principal.check_model(resolution.spec.name)
         return resolution
 
     def _record(self, model: str, seconds: float, ok: bool, tokens: int = 0, cost: float = 0.0) -> None:

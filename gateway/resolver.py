@@ -11,6 +11,7 @@ from aisemble.config.models import ModelSpec
 from aisemble.errors import InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2
 from aisemble.resolution import AUTO, Rpc, check_task
+from gateway.auth import current_principal
 from gateway.registry import ModelRegistry
 from gateway.router import Router
 from gateway.routes import Route
@@ -62,11 +63,12 @@ class ModelResolver:
         self.max_text_chars = max_text_chars
 
     def candidates(self, task: str) -> list[Candidate]:
-        """Registered models of the task, with their health and observed latency."""
+        """Registered models of the task that the caller's key allows, with their health and observed latency."""
+        principal = current_principal.get()
         return [
             Candidate(spec, self.router.health_of(spec.name) == "SERVING", self.stats.get(spec.name).percentile(50))
             for spec in self.registry.all()
-            if spec.task == task
+            if spec.task == task and principal.allows_model(spec.name)
         ]
 
     async def _nlp(self, spec: ModelSpec, rpc: str, request: Any, response_type: Any) -> Any:

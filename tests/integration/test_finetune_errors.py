@@ -145,7 +145,7 @@ async def start_mesh(
         registry_path=path,
         store_root=trained.root,
     )
-    channel = await start_server(gateway)
+    channel = await start_server(gateway, admin=True)  # creating and cancelling jobs are admin RPCs
     return Mesh(gateway, finetune, trained, data_dir, channel, nlp_server, llm_server)
 
 

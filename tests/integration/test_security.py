@@ -125,6 +125,9 @@ async def test_a_key_limited_to_one_model_cannot_call_or_see_another(secured):
             await call
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert status_details(caught.value)[1]["ErrorInfo"].reason == "MODEL_NOT_ALLOWED"
+    for _ in range(3):  # `auto` chooses among the key's models only
+        chosen = await llm.Complete(_complete("auto"), metadata=_bearer(secret))
+        assert chosen.selection.model == ONNX and chosen.selection.automatic
     listed = (await registry.ListModels(rpb.ListModelsRequest(), metadata=_bearer(secret))).models
     assert [m.name for m in listed] == [ONNX]
     assert not listed[0].model_path and not listed[0].params  # configuration is shown to admins only
