@@ -51,12 +51,17 @@ def free_port() -> int:
 
 
 class Mesh:
-    """Some services and a gateway as separate processes on free ports, from a private config folder.
+    """Some services and a gateway as separate processes on free ports, from a private config and state folder.
 
     `models` are registry names from configs/models.yaml; each service in `services` hosts its models.
+    secure: the services listen with mTLS only (the gateway and the benchmark present mesh certificates) and a
+    user key exists (`user_key`), so every call through the gateway is authenticated; else plaintext hops and
+    anonymous calls (the keys interceptor still runs). `peer(name)` says how to reach a process.
     """
 
-    def __init__(self, models: Sequence[str], services: Sequence[str], gateway: bool = True) -> None:
+    def __init__(
+        self, models: Sequence[str], services: Sequence[str], gateway: bool = True, secure: bool = False
+    ) -> None:
         from aisemble.config.models import load_models
         from gateway.registry import write_models_file
 
@@ -67,13 +72,34 @@ class Mesh:
         self.addresses = {name: f"127.0.0.1:{free_port()}" for name in [*services, *(["gateway"] if gateway else [])]}
         lines = [f"gateway: {{address: '{self.addresses.get('gateway', '127.0.0.1:1')}'}}", "services:"]
         lines += [f"  {name}: {{addresses: ['{self.addresses[name]}']}}" for name in services]
+        lines.append(f"security: {{mtls: {'true' if secure else 'false'}}}")
         (self.folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
         self.processes: list[subprocess.Popen[bytes]] = []
         self._names = [*services, *(["gateway"] if gateway else [])]
+        self.secure = secure
+        self.user_key: str | None = None
+        self._previous_state = os.environ.get("AISEMBLE_STATE_DIR")
+
+    def peer(self, name: str):  # type: ignore[no-untyped-def]
+        """How the benchmark reaches one of the processes (mTLS to a service when secure)."""
+        from aisemble.config.mesh import load_mesh
+        from entrypoints.launcher import peer_of
+
+        return peer_of(load_mesh(self.folder / "mesh.yaml"), name)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        """Call metadata for the gateway: the user key when secure."""
+        return [("authorization", f"Bearer {self.user_key}")] if self.user_key else []
 
     def __enter__(self) -> Mesh:
-        from entrypoints.launcher import wait_healthy
+        from aisemble.config.mesh import load_mesh
+        from aisemble.security.keys import KeyFile
+        from entrypoints.launcher import prepare_security, wait_healthy
 
+        os.environ["AISEMBLE_STATE_DIR"] = str(self.folder / "state")  # certificates and keys of this mesh only
+        prepare_security(load_mesh(self.folder / "mesh.yaml"))
+        if self.secure:
+            self.user_key = KeyFile().create("user", name="bench")[1]
         env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(self.folder), "PYTHONUNBUFFERED": "1"}
         for name in self._names:
             process = subprocess.Popen(
@@ -84,7 +110,7 @@ class Mesh:
                 stderr=subprocess.DEVNULL,
             )
             self.processes.append(process)
-            if not wait_healthy(self.addresses[name], timeout_s=300):
+            if not wait_healthy(self.addresses[name], timeout_s=300, peer=self.peer(name)):
                 self.__exit__()
                 raise RuntimeError(f"{name} did not become healthy")
         return self
@@ -98,3 +124,7 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._previous_state is None:
+            os.environ.pop("AISEMBLE_STATE_DIR", None)
+        else:
+            os.environ["AISEMBLE_STATE_DIR"] = self._previous_state

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +52,19 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system: a copy
+        shutil.copy2(source, target)
+
+
 def linked_store(real: ModelStore, root: Path) -> ModelStore:
-    """A model store in root whose base artifacts are links to the real store's (results land in root)."""
+    """A model store in root whose base artifacts are hard links to the real store's files (results land in
+    root). Not symbolic links: the registry refuses entries whose files resolve outside their store."""
     root.mkdir(parents=True, exist_ok=True)
     for name in BASE_ARTIFACTS:
-        (root / name).symlink_to(real.path(name), target_is_directory=True)
+        shutil.copytree(real.path(name), root / name, copy_function=_link_or_copy)
     return ModelStore(root)
 
 

@@ -63,7 +63,7 @@ async def test_a_lora_job_lowers_the_loss_and_its_adapter_is_served(start_server
 
     events = await watch_all(mesh.jobs, job.job_id)
     logs = [e.log.message for e in events if e.HasField("log")]
-    assert states(events) == ["QUEUED", "RUNNING", "SUCCEEDED"], logs
+    assert states(events) == ["QUEUED", "RUNNING", "SUCCEEDED"], (logs, events[-1])
     losses = [e.progress.train_loss for e in events if e.HasField("progress")]
     assert len(losses) >= 10 and events[-1].state_change.message == f"model '{NAME}' is ready"
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3

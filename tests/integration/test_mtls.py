@@ -151,3 +151,27 @@ async def test_a_composer_calls_back_with_the_callers_rights(tls_mesh):
             )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # a user key exists: the mesh is closed
     assert status_details(caught.value)[1]["ErrorInfo"].reason == "API_KEY_MISSING"
+
+
+async def test_optional_tls_on_the_gateways_public_port(certificates, registry, store, tmp_path):
+    """gateway_tls: the public port speaks TLS only; mesh processes and the CLI trust it through gateway_peer."""
+    from aisemble.config.security import TlsFiles
+    from aisemble.rpc.tls import gateway_peer, gateway_server_credentials
+
+    security, _ = certificates
+    folder = security.certificates()
+    security = replace(security, gateway_tls=TlsFiles(folder / "gateway.pem", folder / "gateway.key"))
+    gateway = build_gateway(
+        ServerConfig(name="gateway", credentials=gateway_server_credentials(security)),
+        replace(mesh_for(), security=security),
+        registry_path=write_registry(tmp_path / "models.yaml", registry, [MODEL]),
+        store_root=store.root,
+        keys=KeyFile(tmp_path / "keys.json"),
+        usage=UsageFile(tmp_path / "usage.json"),
+    )
+    port = await gateway.start()
+    try:
+        assert await _health(port, gateway_peer(security, "cli", None)) == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(port, Peer()) == grpc.StatusCode.UNAVAILABLE  # plaintext
+    finally:
+        await gateway.stop(grace_s=0.5)
