@@ -79,13 +79,18 @@ class Mesh:
         self.secure = secure
         self.user_key: str | None = None
         self._previous_state = os.environ.get("AISEMBLE_STATE_DIR")
+        self._previous_store = os.environ.get("AISEMBLE_MODEL_STORE")
 
     def peer(self, name: str):  # type: ignore[no-untyped-def]
         """How the benchmark reaches one of the processes (mTLS to a service when secure)."""
+        from dataclasses import replace
+
         from aisemble.config.mesh import load_mesh
         from entrypoints.launcher import peer_of
 
-        return peer_of(load_mesh(self.folder / "mesh.yaml"), name)
+        mesh = load_mesh(self.folder / "mesh.yaml")
+        security = replace(mesh.security, certs_dir=self.folder / "state" / "certs")  # this mesh's, whatever the env
+        return peer_of(replace(mesh, security=security), name)
 
     def metadata(self) -> list[tuple[str, str]]:
         """Call metadata for the gateway: the user key when secure."""
@@ -94,8 +99,11 @@ class Mesh:
     def __enter__(self) -> Mesh:
         from aisemble.config.mesh import load_mesh
         from aisemble.security.keys import KeyFile
+        from aisemble.store.model_store import default_store_root
         from entrypoints.launcher import prepare_security, wait_healthy
 
+        self._previous_store = os.environ.get("AISEMBLE_MODEL_STORE")
+        os.environ["AISEMBLE_MODEL_STORE"] = str(default_store_root())  # the prepared store, not the new state's
         os.environ["AISEMBLE_STATE_DIR"] = str(self.folder / "state")  # certificates and keys of this mesh only
         prepare_security(load_mesh(self.folder / "mesh.yaml"))
         if self.secure:
@@ -124,7 +132,11 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
-        if self._previous_state is None:
-            os.environ.pop("AISEMBLE_STATE_DIR", None)
-        else:
-            os.environ["AISEMBLE_STATE_DIR"] = self._previous_state
+        for name, previous in (
+            ("AISEMBLE_STATE_DIR", self._previous_state),
+            ("AISEMBLE_MODEL_STORE", self._previous_store),
+        ):
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
