@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import yaml
 
 from aisemble.config.models import ModelSpec, load_models, model_to_mapping
 from aisemble.config.security import ProviderPolicy
+from aisemble.config.state import write_atomically
 from aisemble.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -150,22 +149,7 @@ def write_models_file(path: Path, specs: Iterable[ModelSpec]) -> None:
     """
     document = {"models": {spec.name: model_to_mapping(spec) for spec in specs}}
     text = _leading_comments(path) + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_atomically(path, text)
 
 
 class ModelRegistry:

@@ -7,9 +7,7 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aisemble.config.state import state_dir
+from aisemble.config.state import state_dir, write_atomically
 from aisemble.errors import InvalidArgumentError, NotFoundError
 
 __all__ = [
@@ -95,20 +93,8 @@ class ApiKey:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (0600, folder 0700), atomically: the old or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """Write a secret-holding file atomically, readable by its owner only (0600, folder 0700)."""
+    write_atomically(path, text, private=True)
 
 
 @dataclass
