@@ -278,7 +278,23 @@ def _status(args: argparse.Namespace) -> int:
             f"{stats.request_count:>8} {stats.error_count:>6} {p50:>7.1f} {p95:>7.1f} "
             f"{stats.tokens_per_second:>6.1f} {stats.cost_total:>9.6f}"
         )
+    _print_processes()
     return 0
+
+
+def _print_processes() -> None:
+    """The processes `aisemble up` supervises, from its state file (nothing when no launcher wrote one)."""
+    from entrypoints.supervisor import read_processes
+
+    processes = read_processes()
+    if not processes:
+        return
+    print(f"\n{'process':<11} {'address':<22} {'pid':>7} {'state':<11} {'restarts':>8}  last exit")
+    for entry in processes:
+        print(
+            f"{entry['service']!s:<11} {entry['address']!s:<22} {entry.get('pid') or '-'!s:>7} "
+            f"{entry['state']!s:<11} {entry['restarts']!s:>8}  {entry.get('last_exit') or '-'}"
+        )
 
 
 @_command("keys.create")

@@ -1,15 +1,13 @@
-"""Runs the mesh: one process per service replica (and the gateway), health-gated start, clean stop."""
+"""Runs the mesh: one process per service replica (and the gateway), health-gated start, supervision, clean stop."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,8 +17,9 @@ from aisemble.config.models import ModelSpec
 from aisemble.rpc.client import PLAINTEXT, Peer, blocking_channel
 from aisemble.rpc.tls import gateway_peer, service_peer
 from aisemble.security.bootstrap import ensure_certificates, ensure_local_key
+from entrypoints.supervisor import Child, Supervisor
 
-__all__ = ["SERVICE_APPS", "MeshProcess", "mesh_hosts", "peer_of", "prepare_security", "run_mesh", "wait_healthy"]
+__all__ = ["SERVICE_APPS", "mesh_hosts", "peer_of", "prepare_security", "run_mesh", "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +33,6 @@ SERVICE_APPS = {
     "finetune": "services.finetune.app",
     "gateway": "gateway.app",
 }
-
-
-@dataclass
-class MeshProcess:
-    """One started server process."""
-
-    service: str
-    address: str
-    process: subprocess.Popen[bytes]
-    models: tuple[str, ...]
 
 
 def mesh_hosts(mesh: MeshConfig) -> list[str]:
@@ -86,24 +75,18 @@ def wait_healthy(address: str, timeout_s: float, service: str = "", peer: Peer =
     return False
 
 
-def _spawn(service: str, address: str, metrics_port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "entrypoints.cli", "serve", service, "--address", address]
-    if metrics_port >= 0:
-        command += ["--metrics-port", str(metrics_port)]
-    return subprocess.Popen(command, env=os.environ.copy(), cwd=Path(__file__).resolve().parent.parent)
-
-
 def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: float = 600.0) -> int:
-    """Start every service replica of the mesh, then the gateway; wait for Ctrl-C / SIGTERM; stop all."""
-    plan: list[tuple[str, str, int, tuple[str, ...]]] = []
+    """Start every service replica of the mesh, then the gateway, each health-gated; then supervise them
+    (restarts with backoff, see SupervisorConfig) until Ctrl-C / SIGTERM (exit 0) or until one process
+    crashes too often (everything is stopped, exit 1)."""
+    children: list[Child] = []
     for name, endpoint in mesh.services.items():
         hosted = tuple(m.name for m in models.values() if m.service == name)
         for index, address in enumerate(endpoint.addresses):
             port = endpoint.metrics_port + index if endpoint.metrics_port >= 0 else -1
-            plan.append((name, address, port, hosted))
-    plan.append(("gateway", mesh.gateway.addresses[0], mesh.gateway.metrics_port, ()))
+            children.append(Child(name, address, port, hosted, Peer()))
+    children.append(Child("gateway", mesh.gateway.addresses[0], mesh.gateway.metrics_port, (), Peer()))
 
-    processes: list[MeshProcess] = []
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -111,59 +94,81 @@ def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: fl
         stopping = True
 
     prepare_security(mesh)
+    for child in children:
+        child.peer = peer_of(mesh, child.service)
+    restarts = _restart_metrics(mesh.supervisor.metrics_port, children)
+    supervisor = Supervisor(children, mesh.supervisor, on_restart=restarts)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for name, address, metrics_port, hosted in plan:
-            print(f"starting {name} on {address} ...", flush=True)
-            processes.append(MeshProcess(name, address, _spawn(name, address, metrics_port), hosted))
+        for child in children:
+            print(f"starting {child.service} on {child.address} ...", flush=True)
+            child.spawn()
+            supervisor.write_state()
             deadline = time.monotonic() + start_timeout_s
             while not stopping and time.monotonic() < deadline:
-                if processes[-1].process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {processes[-1].process.returncode} while starting")
-                if wait_healthy(address, timeout_s=1.0, peer=peer_of(mesh, name)):
+                if child.process is not None and child.process.poll() is not None:
+                    raise RuntimeError(f"{child.service} exited with code {child.process.returncode} while starting")
+                if wait_healthy(child.address, timeout_s=1.0, peer=child.peer):
+                    child.state, child.served = "serving", True
                     break
             else:
                 if not stopping:
-                    raise RuntimeError(f"{name} on {address} was not healthy within {start_timeout_s:.0f} s")
+                    raise RuntimeError(
+                        f"{child.service} on {child.address} was not healthy within {start_timeout_s:.0f} s"
+                    )
             if stopping:
                 break
+        supervisor.write_state()
         if not stopping:
-            _print_table(processes)
+            _print_table(children)
             print("\nCtrl-C stops the mesh.", flush=True)
-        while not stopping:
-            for proc in processes:
-                if proc.process.poll() is not None:
-                    print(f"{proc.service} on {proc.address} exited with code {proc.process.returncode}", flush=True)
-                    stopping = True
-            time.sleep(0.5)
+        while not stopping and not supervisor.failed:
+            supervisor.step(start_timeout_s)
+            time.sleep(0.25)
+        if supervisor.failed:
+            print(f"error: {supervisor.failed}; stopping the mesh", file=sys.stderr, flush=True)
+            return 1
         return 0
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        _stop_all(processes)
+        supervisor.stop_all()
+        if children:
+            print("mesh stopped", flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _print_table(processes: list[MeshProcess]) -> None:
+def _is_serving(child: Child) -> float:
+    return float(child.state == "serving")
+
+
+def _restart_metrics(port: int, children: list[Child]) -> Callable[[Child], None]:
+    """Prometheus on `port` (none when -1): restarts per process, and whether each is up. Returns the counter's
+    increment for one child."""
+    if port < 0:
+        return lambda _child: None
+    from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+    registry = CollectorRegistry()
+    counter = Counter(
+        "aisemble_process_restarts", "Restarts of a mesh process.", ["service", "address"], registry=registry
+    )
+    up = Gauge("aisemble_process_up", "Whether a mesh process is serving.", ["service", "address"], registry=registry)
+    for child in children:
+        counter.labels(child.service, child.address)
+        up.labels(child.service, child.address).set_function(functools.partial(_is_serving, child))
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+
+    def count(child: Child) -> None:
+        counter.labels(child.service, child.address).inc()
+
+    return count
+
+
+def _print_table(children: list[Child]) -> None:
     print("\nserving:")
     print(f"  {'service':<10} {'address':<22} models")
-    for proc in processes:
-        print(f"  {proc.service:<10} {proc.address:<22} {', '.join(proc.models) or '-'}")
-
-
-def _stop_all(processes: list[MeshProcess], grace_s: float = 15.0) -> None:
-    for proc in reversed(processes):
-        if proc.process.poll() is None:
-            proc.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc in processes:
-        remaining = max(0.1, deadline - time.monotonic())
-        try:
-            proc.process.wait(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            proc.process.kill()
-            proc.process.wait()
-    if processes:
-        print("mesh stopped", flush=True)
+    for child in children:
+        print(f"  {child.service:<10} {child.address:<22} {', '.join(child.models) or '-'}")

@@ -91,6 +91,7 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
             raise InvalidArgumentError.for_field("name", "is required")
         removed = await self.registry.deregister(request.name)
         self.gateway.router.unwatch_model(removed.name)
+        self.gateway.stats.forget(removed.name)
         return pb.DeregisterModelResponse(model=model_to_proto(removed))
 
     async def WatchModels(

@@ -43,12 +43,19 @@ class StatsBook:
         self._figures: dict[str, ModelFigures] = {}
 
     def get(self, model: str) -> ModelFigures:
-        """Figures of one model (zeros if never used)."""
-        return self._figures.setdefault(model, ModelFigures())
+        """Figures of one model (zeros if never used; a read adds no entry)."""
+        return self._figures.get(model) or ModelFigures()
+
+    def forget(self, model: str) -> None:
+        """Drop a model's figures (it was deregistered): the book holds registered models only."""
+        self._figures.pop(model, None)
+
+    def __len__(self) -> int:
+        return len(self._figures)
 
     def record(self, model: str, seconds: float, ok: bool, output_tokens: int = 0, cost: float = 0.0) -> None:
         """One finished request."""
-        figures = self.get(model)
+        figures = self._figures.setdefault(model, ModelFigures())
         figures.requests += 1
         figures.errors += 0 if ok else 1
         figures.latencies.append(seconds)

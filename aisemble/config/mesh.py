@@ -13,7 +13,7 @@ from aisemble.config.models import SERVICES
 from aisemble.config.schema import CONFIG_DIR, ConfigError, integer, non_negative_number, read_yaml
 from aisemble.config.security import SecurityConfig, address_is_loopback, parse_security
 
-__all__ = ["MeshConfig", "ServiceEndpoint", "load_mesh"]
+__all__ = ["MeshConfig", "ServiceEndpoint", "SupervisorConfig", "load_mesh"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,25 @@ class ServiceEndpoint:
 
     name: str
     addresses: tuple[str, ...]
+    metrics_port: int = -1
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """How `aisemble up` keeps the mesh's processes running (mesh.yaml `supervisor:`).
+
+    A process that exits, or that fails its health checks for unhealthy_after_s once it has served, is
+    restarted after backoff_initial_s, doubling to backoff_max_s; after max_restarts restarts of one process
+    within window_s the launcher gives up: it stops everything and exits non-zero. metrics_port: Prometheus
+    (process restarts and up), -1 for none.
+    """
+
+    max_restarts: int = 5
+    window_s: float = 300.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    health_interval_s: float = 2.0
+    unhealthy_after_s: float = 15.0
     metrics_port: int = -1
 
 
@@ -40,6 +59,7 @@ class MeshConfig:
     max_concurrent_streams: int = 256
     grace_s: float = 10.0
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
     def loopback_only(self) -> bool:
         """Whether every listener of the mesh binds this machine only."""
@@ -75,7 +95,7 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     document = read_yaml(path)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: must be a mapping")
-    unknown = set(document) - {"gateway", "services", "limits", "security"}
+    unknown = set(document) - {"gateway", "services", "limits", "security", "supervisor"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
     gateway = _endpoint(path, "gateway", document.get("gateway"))
@@ -107,4 +127,30 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
         except ValueError as exc:
             raise ConfigError(f"{path}: limits: field '{key}': {exc}") from None
     security = parse_security(path, document.get("security"))
-    return MeshConfig(gateway=gateway, services=services, security=security, **values)
+    supervisor = _supervisor(path, document.get("supervisor"))
+    return MeshConfig(gateway=gateway, services=services, security=security, supervisor=supervisor, **values)
+
+
+def _supervisor(path: Path, raw: Any) -> SupervisorConfig:
+    if raw is None:
+        return SupervisorConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: 'supervisor' must be a mapping")
+    checks: dict[str, Any] = {
+        "max_restarts": integer(0),
+        "window_s": non_negative_number,
+        "backoff_initial_s": non_negative_number,
+        "backoff_max_s": non_negative_number,
+        "health_interval_s": non_negative_number,
+        "unhealthy_after_s": non_negative_number,
+        "metrics_port": integer(-1),
+    }
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in checks:
+            raise ConfigError(f"{path}: supervisor: unknown field '{key}'; known: {', '.join(checks)}")
+        try:
+            values[key] = checks[key](value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: supervisor: field '{key}': {exc}") from None
+    return SupervisorConfig(**values)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aisemble.config.models import ModelSpec
-from aisemble.errors import AisembleError, ModelNotFoundError, ModelNotReadyError
+from aisemble.errors import AisembleError, InvalidArgumentError, ModelNotFoundError, ModelNotReadyError
 from aisemble.hosting.backend import Backend, create_backend
 from aisemble.store.model_store import ModelStore, default_store_root
 
@@ -41,6 +41,19 @@ class HostedModel:
     state: ModelState = ModelState.PENDING
     error: str = ""
     load_seconds: float = 0.0
+    #: Failed loads so far (reset by a success); the next try is at `retry_at` (time.monotonic()), if any.
+    failures: int = 0
+    retry_at: float | None = None
+
+
+#: Reasons of load failures that a retry cannot mend (the entry itself is wrong): no retry for them.
+_PERMANENT_REASONS = frozenset({"MODEL_CONFIG_INVALID", "MODEL_WRONG_TASK", "UNKNOWN_PROVIDER", "INVALID_CONFIG"})
+#: Retries of a failed load: after 2 s, then twice as long each time, at most every 60 s.
+RETRY_FIRST_S, RETRY_MAX_S = 2.0, 60.0
+
+
+def _permanent(exc: Exception) -> bool:
+    return isinstance(exc, InvalidArgumentError) or getattr(exc, "reason", "") in _PERMANENT_REASONS
 
 
 BackendFactory = Callable[[ModelSpec, "ModelStore | None"], Backend]
@@ -51,7 +64,8 @@ class ModelHost:
 
     Per-model grpc.health.v1 entries use the model name as the service name: NOT_SERVING until
     loaded, SERVING when ready, NOT_SERVING again if loading failed or on unload. A model that fails
-    to load does not stop the others.
+    to load does not stop the others, and is tried again with backoff (2 s doubling to 60 s) unless its
+    entry itself is wrong (a config error); its error says when the next try is.
     """
 
     def __init__(
@@ -64,6 +78,7 @@ class ModelHost:
         self._store = store
         self._factory = backend_factory
         self._set_health: HealthSetter | None = None
+        self._retries: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def for_service(cls, service: str, models: Mapping[str, ModelSpec], store: ModelStore | None = None) -> ModelHost:
@@ -105,6 +120,7 @@ class ModelHost:
         self._report(model)
         await self._load(model)
         self._report(model)
+        self._schedule_retry(model)
         return model
 
     async def _load(self, model: HostedModel) -> None:
@@ -115,14 +131,42 @@ class ModelHost:
             await asyncio.to_thread(backend.load)
         except Exception as exc:
             model.state, model.error = ModelState.FAILED, str(exc) or type(exc).__name__
+            model.failures += 1
             level = logging.WARNING if isinstance(exc, AisembleError) else logging.ERROR
             log.log(
                 level, "model %s failed to load: %s", name, model.error, exc_info=not isinstance(exc, AisembleError)
             )
+            if not _permanent(exc):
+                wait = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (model.failures - 1))
+                model.retry_at = time.monotonic() + wait
+                model.error += f" (attempt {model.failures}; next try in {wait:.0f} s)"
         else:
             model.backend, model.state, model.error = backend, ModelState.READY, ""
+            model.failures, model.retry_at = 0, None
             model.load_seconds = time.perf_counter() - started
             log.info("model %s ready (%s, %.1f s)", name, model.spec.provider, model.load_seconds)
+
+    def _schedule_retry(self, model: HostedModel) -> None:
+        """Try a failed load again at model.retry_at (one pending retry per model)."""
+        if model.retry_at is None or model.state is not ModelState.FAILED:
+            return
+        name = model.spec.name
+        previous = self._retries.pop(name, None)
+        if previous is not None and previous is not asyncio.current_task():
+            previous.cancel()
+        self._retries[name] = asyncio.get_running_loop().create_task(self._retry(model), name=f"retry-load-{name}")
+
+    async def _retry(self, model: HostedModel) -> None:
+        await asyncio.sleep(max(0.0, (model.retry_at or 0.0) - time.monotonic()))
+        if self._models.get(model.spec.name) is not model or model.state is not ModelState.FAILED:
+            return
+        log.info("model %s: trying to load again (attempt %d)", model.spec.name, model.failures + 1)
+        await self.load(model.spec.name)
+
+    def _cancel_retry(self, name: str) -> None:
+        task = self._retries.pop(name, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     def spec(self, name: str) -> ModelSpec:
         """The spec of a hosted model, or ModelNotFoundError."""
@@ -151,10 +195,12 @@ class ModelHost:
             self._models[spec.name] = loaded
             self._report(loaded)
         await self._load(loaded)
-        if loaded.state is ModelState.READY or previous is None:
+        if loaded.state is ModelState.READY or previous is None or previous.state is not ModelState.READY:
+            self._cancel_retry(spec.name)
             self._models[spec.name] = loaded
             if previous is not None and previous.backend is not None:
                 await asyncio.to_thread(previous.backend.cleanup)
+            self._schedule_retry(loaded)
         else:
             log.warning("model %s: the new version failed to load; the old one keeps serving", spec.name)
         self._report(self._models[spec.name])
@@ -162,6 +208,7 @@ class ModelHost:
 
     async def remove(self, name: str) -> None:
         """Stop hosting a model and release it."""
+        self._cancel_retry(name)
         model = self._models.pop(name, None)
         if model is None:
             return
@@ -172,6 +219,8 @@ class ModelHost:
 
     async def unload_all(self) -> None:
         """Mark every model NOT_SERVING and release its backend."""
+        for name in list(self._retries):
+            self._cancel_retry(name)
         for model in self._models.values():
             backend, model.backend = model.backend, None
             model.state = ModelState.UNLOADED

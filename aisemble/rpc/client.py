@@ -62,7 +62,8 @@ FORWARDED_METADATA = frozenset(
 #: Clients ping an idle connection this often (so a dead peer is noticed), and servers accept pings this often.
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
-_MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
+#: The longest wait between two attempts to reach a peer that is down (a restart is seen within this).
+MAX_RECONNECT_BACKOFF_MS = 5_000
 
 _IP_PORT = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:\d+$")
 
@@ -120,6 +121,12 @@ def channel_options(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # Keep pinging an idle long-lived stream (health watches, WatchModels): gRPC stops after 2 pings
+        # without data, and a peer that died after that would go unnoticed.
+        ("grpc.http2.max_pings_without_data", 0),
+        # A restarted peer is found again within seconds (gRPC's default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         # Each channel keeps its own connections: with gRPC's global pool, channels of equal options share
         # subchannels, so one that tried a peer before it listened would make the others' calls fail fast.
         ("grpc.use_local_subchannel_pool", 1),
@@ -135,7 +142,7 @@ def channel_options(
 def server_keepalive_options() -> list[tuple[str, object]]:
     """Server options that accept the clients' keepalive pings (gRPC's default would answer too_many_pings)."""
     return [
-        ("grpc.http2.min_ping_interval_without_data_ms", _MIN_PING_INTERVAL_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
 

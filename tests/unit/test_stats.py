@@ -80,3 +80,12 @@ def test_percentiles_are_over_the_recent_window_only():
 def test_a_zero_length_generation_does_not_divide_by_zero():
     figures = ModelFigures(output_tokens=10, generation_seconds=0.0)
     assert figures.tokens_per_second == 0.0
+
+
+def test_reads_add_no_entry_and_a_deregistered_model_is_forgotten():
+    book = StatsBook()
+    assert book.get("never-used").requests == 0 and len(book) == 0
+    book.record("m", 0.1, True, 3, 0.01)
+    assert len(book) == 1 and book.get("m").requests == 1
+    book.forget("m")
+    assert len(book) == 0 and book.get("m").requests == 0
