@@ -20,10 +20,11 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from aisemble.config.state import fsync_directory, fsync_tree
 from aisemble.store.errors import ManifestError, RecipeError, StoreError, UnknownArtifactError
 from aisemble.store.files import copy_file, human_size, progress_bar, sha256_file, walk_files
 from aisemble.store.manifest import MANIFEST_NAME, FileEntry, Manifest, SourceInfo
-from aisemble.store.model_store import ModelStore, check_artifact_name, package_dir
+from aisemble.store.model_store import ASIDE_PREFIX, ModelStore, check_artifact_name, package_dir
 from aisemble.store.recipe import BuildContext, Recipe
 
 __all__ = ["TMP_PREFIX", "PrepareAction", "PrepareResult", "StoreBuilder"]
@@ -119,7 +120,8 @@ class StoreBuilder(ModelStore):
 
         As prepare does, the files are copied into a build folder, hashed, given a manifest.json (their sha256
         and sizes, `info`, no source package) and moved into place at once: a reader sees the old artifact or
-        the new one, never part of it. Backends that unpickle files (Ultralytics .pt) load only such files.
+        the new one, never part of it, and a crash at any point leaves one of them under the name. Backends
+        that unpickle files (Ultralytics .pt) load only such files.
         ValueError for an invalid name, a missing or empty source, a recipe's artifact (prepare would build
         over it), or an existing artifact unless replace is set.
         """
@@ -140,9 +142,9 @@ class StoreBuilder(ModelStore):
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.path(artifact)
         with self._lock():
+            self._clean_leftovers()  # first: an artifact set aside by a crashed replacement counts as existing
             if (final.exists() or final.is_symlink()) and not replace:
                 raise ValueError(f"artifact '{artifact}' already exists in {self.root} (replace it explicitly)")
-            self._clean_leftovers()
             tmp = self.root / f"{TMP_PREFIX}{artifact}-{secrets.token_hex(4)}"
             tmp.mkdir()
             try:
@@ -164,7 +166,23 @@ class StoreBuilder(ModelStore):
         logger.info("%s: imported %d files from %s (%s)", artifact, len(names), source, human_size(manifest.size_bytes))
         return manifest
 
-    # --- what the recipes add to the read-only store ---
+    def recover(self) -> None:
+        """Finish what a crashed prepare or import left: an artifact set aside during a replacement comes back
+        if nothing took its name, build folders are removed (prepare and import_files do this first)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            self._clean_leftovers()
+
+    def remove(self, artifact: str) -> None:
+        """Delete an artifact: renamed to a build folder's name first (one step), then deleted, so that a crash
+        part-way leaves a leftover that is cleaned up, never half an artifact under the name."""
+        final = self.path(artifact)
+        if not (final.exists() or final.is_symlink()):
+            return
+        # No lock: a rename is atomic, and a prepare running now only ever removes build folders.
+        self._discard(final)
+
+        # --- what the recipes add to the read-only store ---
 
     def _known_artifacts(self) -> list[str]:
         return list(self.recipes)
@@ -313,17 +331,57 @@ class StoreBuilder(ModelStore):
         return files
 
     def _move_into_place(self, tmp: Path, final: Path) -> None:
-        """Swap a finished build in: the old folder is renamed away first, then the new one renamed in."""
+        """Swap a finished build in, so that a crash at any point leaves the old or the new artifact under the name:
+        the build's files are flushed to disk; the old artifact is renamed aside (ASIDE_PREFIX + name), the
+        new one renamed into place, then the old one deleted. A crash between the two renames leaves the name
+        empty and the old artifact aside: the next prepare, import or recover() puts it back."""
+        fsync_tree(tmp)
+        self._settle_aside(final.name)  # a crash of an earlier replacement, if any
         if final.exists() or final.is_symlink():
-            old = self.root / f"{TMP_PREFIX}{final.name}-old-{secrets.token_hex(4)}"
-            os.replace(final, old)
+            aside = self.root / f"{ASIDE_PREFIX}{final.name}"
+            os.replace(final, aside)
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            fsync_directory(self.root)
+            self._discard(aside)
         else:
             os.replace(tmp, final)
+            fsync_directory(self.root)
+
+    def _settle_aside(self, name: str) -> None:
+        """An artifact left aside by a crashed replacement: put back when the name is empty, else deleted."""
+        aside = self.root / f"{ASIDE_PREFIX}{name}"
+        if not (aside.exists() or aside.is_symlink()):
+            return
+        final = self.root / name
+        if final.exists() or final.is_symlink():
+            logger.info("%s: removing the previous artifact left aside by an interrupted replacement", name)
+            self._discard(aside)
+        else:
+            logger.warning("%s: restoring the artifact an interrupted replacement had set aside", name)
+            os.replace(aside, final)
+            fsync_directory(self.root)
+
+    def _discard(self, path: Path) -> None:
+        """Delete a folder of the root: renamed to a build folder's name (removed as a leftover if a crash stops
+        the deletion), then deleted."""
+        trash = self.root / f"{TMP_PREFIX}removed-{secrets.token_hex(4)}"
+        os.replace(path, trash)
+        fsync_directory(self.root)
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
 
     def _clean_leftovers(self) -> None:
-        """Remove build folders of an earlier prepare that was killed (only called under the lock)."""
+        """Settle artifacts set aside and remove build folders of an earlier prepare that was killed (only called
+        under the lock)."""
+        for path in sorted(self.root.glob(f"{ASIDE_PREFIX}*")):
+            name = path.name.removeprefix(ASIDE_PREFIX)
+            try:
+                check_artifact_name(name)
+            except ValueError:
+                continue
+            self._settle_aside(name)
         for path in self.root.glob(f"{TMP_PREFIX}*"):
             logger.info("removing leftover %s", path.name)
             if path.is_dir() and not path.is_symlink():

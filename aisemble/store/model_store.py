@@ -16,6 +16,7 @@ from aisemble.store.files import human_size, progress_bar, sha256_file
 from aisemble.store.manifest import MANIFEST_NAME, FileEntry, Manifest
 
 __all__ = [
+    "ASIDE_PREFIX",
     "ArtifactState",
     "ArtifactStatus",
     "ModelStore",
@@ -28,6 +29,11 @@ __all__ = [
 logger = logging.getLogger("aisemble.store")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+#: While an artifact is replaced, the old one waits under this prefix + its name (a hidden folder, never an
+#: artifact: names start with a letter or digit). The builder restores it if a crash left nothing under the
+#: name, and deletes it once the new artifact is in place (aisemble.store.builder).
+ASIDE_PREFIX = ".old-"
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -103,7 +109,8 @@ def check_artifact_name(artifact: str) -> str:
 class ModelStore:
     """A folder of artifacts, one sub-folder each with a manifest.json; read and verified, never built here.
 
-    Building is aisemble.store.builder.StoreBuilder's (a ModelStore that also knows recipes).
+    Building is aisemble.store.builder.StoreBuilder's (a ModelStore that also knows recipes). Hidden entries
+    of the root (build folders, an artifact set aside while it is replaced, the lock) are never artifacts.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -181,7 +188,11 @@ class ModelStore:
             names += sorted(
                 p.name
                 for p in self.root.iterdir()
-                if p.is_dir() and p.name not in known and _NAME_RE.match(p.name) and (p / MANIFEST_NAME).exists()
+                if not p.name.startswith(".")  # build folders and artifacts set aside are not artifacts
+                and p.is_dir()
+                and p.name not in known
+                and _NAME_RE.match(p.name)
+                and (p / MANIFEST_NAME).exists()
             )
         return [self._status_one(name, deep) for name in names]
 
