@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aisemble.config.state import write_atomically
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from services.finetune.types import ClassificationExample, CompletionExample, Task
 
@@ -194,8 +195,8 @@ def split_examples(
 
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:
-    """Write examples as canonical JSON Lines."""
-    path.write_text("".join(_line(e) + "\n" for e in examples), encoding="utf-8")
+    """Write examples as canonical JSON Lines (atomically, fsynced: a job is recorded only after its examples)."""
+    write_atomically(path, "".join(_line(e) + "\n" for e in examples))
 
 
 def read_examples(path: Path, task: Task) -> list[Example]:

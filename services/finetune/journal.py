@@ -154,11 +154,12 @@ class JobJournal:
         return {job.result_model_name for job in self.unfinished()}
 
     # --- events ---
-    def events(self, job_id: str, after: int = 0) -> list[Event]:
-        """The job's events with a sequence greater than `after`, in order."""
+    def events(self, job_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """The job's events with a sequence greater than `after`, in order (the first `limit` of them)."""
         rows = self._db.execute(
-            "SELECT sequence, time, kind, payload FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence",
-            (job_id, after),
+            "SELECT sequence, time, kind, payload FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence "
+            "LIMIT ?",
+            (job_id, after, -1 if limit is None else limit),
         ).fetchall()
         return [Event(sequence=seq, time=when, payload=_decode(kind, text)) for seq, when, kind, text in rows]
 

@@ -22,4 +22,9 @@ class FineTuneLimits:
     max_attempts: int = 3
     stop_grace_s: float = 5.0
     registry_timeout_s: float = 10.0
+    publish_retry_s: float = 180.0
+    """How long one attempt keeps retrying to register a stored result while the registry is unreachable; then
+    the job is INTERRUPTED (its artifact kept) and queued again after as long again, or at the next start."""
+    publish_retry_max_delay_s: float = 30.0
+    """The longest pause between two registration retries (they start at 1 s and double)."""
     examples: ExampleLimits = field(default_factory=ExampleLimits)

@@ -6,31 +6,39 @@ recipe that copies the job's output): a temporary folder inside the store root, 
 every file's SHA-256, then one rename. A crash at any point leaves the old state or the finished
 artifact, never a partial one under the model's name. ResultPublisher runs these steps for a trained
 job, registers the entry through the gateway and records how it went (SUCCEEDED, FAILED or CANCELLED).
+
+A registry that cannot be reached is waited for, not a failure: the artifact stays, registration is
+retried (1 s, 2 s, 4 s... at most publish_retry_max_delay_s apart, each retry a log line of the job) for
+publish_retry_s, and then the job is INTERRUPTED with its artifact kept. Its next attempt (the
+scheduler queues it again later, or the next start of the service does) only registers it. A refusal
+by the registry (INVALID_ARGUMENT, ALREADY_EXISTS by another job...) fails the job as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
-import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aisemble.config.models import ModelSpec, model_from_mapping
-from aisemble.errors import AisembleError, AlreadyExistsError, InternalError
+from aisemble.errors import AisembleError, AlreadyExistsError, InternalError, UnavailableError
 from aisemble.store.builder import PrepareAction, StoreBuilder
 from aisemble.store.errors import StoreError
 from aisemble.store.model_store import ModelStore
 from aisemble.store.recipe import BuildContext, Recipe
 from services.finetune.attempts import Attempt, Phase
+from services.finetune.limits import FineTuneLimits
 from services.finetune.registry_client import RegistryClient
 from services.finetune.tracker import JobTracker
 from services.finetune.trainers.base import OUTPUT_DIR
 from services.finetune.types import Job, JobState, LogSeverity, Metrics, Task
 from services.finetune.workspace import Workspace
 
-__all__ = ["ResultPublisher", "artifact_job", "registry_entry", "remove_artifact", "write_artifact"]
+__all__ = ["Publication", "ResultPublisher", "artifact_job", "registry_entry", "remove_artifact", "write_artifact"]
 
 _TOOLS = ("torch", "transformers", "peft", "tokenizers", "onnx", "onnxruntime-gpu")
 
@@ -53,6 +61,7 @@ def write_artifact(store: ModelStore, job: Job, output: Path, info: Mapping[str,
     kept as it is; one written by anything else is never replaced (ALREADY_EXISTS).
     """
     name = job.result_model_name
+    StoreBuilder(store.root, recipes={}).recover()  # an artifact a crash left set aside is back under its name
     owner = artifact_job(store, name)
     if owner == job.job_id:
         return store.path(name)
@@ -85,7 +94,7 @@ def write_artifact(store: ModelStore, job: Job, output: Path, info: Mapping[str,
 def remove_artifact(store: ModelStore, job: Job) -> None:
     """Delete the job's artifact from the store, if this job wrote it."""
     if artifact_job(store, job.result_model_name) == job.job_id:
-        shutil.rmtree(store.path(job.result_model_name), ignore_errors=True)
+        StoreBuilder(store.root, recipes={}).remove(job.result_model_name)
 
 
 def registry_entry(job: Job, base: ModelSpec, info: Mapping[str, Any], metrics: Mapping[str, float]) -> ModelSpec:
@@ -138,20 +147,39 @@ def registry_entry(job: Job, base: ModelSpec, info: Mapping[str, Any], metrics: 
     return model_from_mapping(job.result_model_name, entry, where="fine-tuned model")
 
 
+class Publication(enum.Enum):
+    """How publishing a trained job ended."""
+
+    DONE = "done"
+    """The job is SUCCEEDED, FAILED or CANCELLED."""
+    DEFERRED = "deferred"
+    """The job is INTERRUPTED with its artifact stored: the registry could not be reached (or the service is
+    stopping); a later attempt registers it."""
+
+
 class ResultPublisher:
     """Publishes a trained job: the artifact into the store, the entry into the registry (when there is one),
-    then SUCCEEDED; a failure removes the artifact again and fails the job."""
+    then SUCCEEDED; a refusal removes the artifact again and fails the job, an unreachable registry is retried."""
 
     def __init__(
-        self, tracker: JobTracker, workspace: Workspace, store: ModelStore, registry: RegistryClient | None
+        self,
+        tracker: JobTracker,
+        workspace: Workspace,
+        store: ModelStore,
+        registry: RegistryClient | None,
+        limits: FineTuneLimits | None = None,
     ) -> None:
         self.tracker = tracker
         self.workspace = workspace
         self.store = store
         self.registry = registry
+        self.limits = limits or FineTuneLimits()
 
-    async def publish(self, job: Job, result: dict[str, Any], attempt: Attempt) -> None:
-        """Write the artifact, register it, and finish the job (SUCCEEDED); a failure removes the artifact."""
+    async def publish(self, job: Job, result: dict[str, Any], attempt: Attempt) -> Publication:
+        """Write the artifact, register it, and finish the job (SUCCEEDED); a failure removes the artifact.
+
+        DEFERRED: the registry stayed unreachable for publish_retry_s (or the service is stopping); the job
+        is INTERRUPTED, its artifact and output kept, and its next attempt only registers it."""
         attempt.phase = Phase.PUBLISHING
         info: dict[str, Any] = result.get("info", {})
         metrics: dict[str, float] = result.get("metrics", {})
@@ -162,20 +190,33 @@ class ResultPublisher:
             spec = registry_entry(job, base, info, metrics)
         except AisembleError as exc:
             self.tracker.transition(job, JobState.FAILED, f"could not store the result: {exc.message}", failure=True)
-            return
+            return Publication.DONE
         if attempt.cancel_requested:
-            await asyncio.to_thread(remove_artifact, self.store, job)
-            await asyncio.to_thread(self.workspace.clean_job, job.job_id)
+            await asyncio.to_thread(self.discard, job)
             self.tracker.transition(job, JobState.CANCELLED, "cancelled while storing the result")
-            return
+            return Publication.DONE
         attempt.phase = Phase.REGISTERING
         try:
-            await self._register(job, spec)
+            registered = await self._register_until(job, spec, attempt)
         except AisembleError as exc:
             await asyncio.to_thread(remove_artifact, self.store, job)
             message = f"could not register '{spec.name}': {exc.message}"
             self.tracker.transition(job, JobState.FAILED, message, failure=True)
-            return
+            return Publication.DONE
+        if not registered:
+            if attempt.shutdown_requested:
+                message = (
+                    f"the fine-tuning service was shut down while registering '{spec.name}'; the model is stored "
+                    "and is registered at the next start (no training again)"
+                )
+            else:
+                message = (
+                    f"the model registry stayed unreachable for {self.limits.publish_retry_s:g} s; the model is "
+                    f"stored as '{spec.name}' and is registered by the job's next attempt (in "
+                    f"{self.limits.publish_retry_s:g} s, or when the service restarts; no training again)"
+                )
+            self.tracker.transition(job, JobState.INTERRUPTED, message, failure=True)
+            return Publication.DEFERRED
         job.registered_model_name = spec.name if self.registry is not None else ""
         if metrics:
             job.metrics = Metrics(
@@ -191,14 +232,43 @@ class ResultPublisher:
         self.tracker.log(job, LogSeverity.INFO, f"stored in the model store as '{spec.name}'; {where}")
         self.tracker.transition(job, JobState.SUCCEEDED, f"model '{spec.name}' is ready")
         await asyncio.to_thread(self.workspace.clean_job, job.job_id)
+        return Publication.DONE
+
+    def discard(self, job: Job) -> None:
+        """Remove what a cancelled job leaves: its artifact (if it wrote one) and its checkpoint and output."""
+        remove_artifact(self.store, job)
+        self.workspace.clean_job(job.job_id)
+
+    async def _register_until(self, job: Job, spec: ModelSpec, attempt: Attempt) -> bool:
+        """Register, retrying while the registry is unreachable; False when it still is after publish_retry_s
+        (or the service is stopping). Other errors are raised."""
+        if self.registry is None:
+            return True
+        deadline = time.monotonic() + self.limits.publish_retry_s
+        delay = 1.0
+        while True:
+            try:
+                await self._register(job, spec)
+                return True
+            except UnavailableError as exc:
+                why = exc.message
+            left = deadline - time.monotonic()
+            if left <= 0 or attempt.shutdown_requested:
+                return False
+            pause = min(delay, left, self.limits.publish_retry_max_delay_s)
+            message = f"registry unreachable, retrying in {round(pause, 1):g} s ({why})"
+            self.tracker.log(job, LogSeverity.WARNING, message)
+            await self.registry.reconnect()  # a fresh channel connects as soon as the registry is back
+            if await attempt.pause(pause):
+                return False
+            delay = min(delay * 2, self.limits.publish_retry_max_delay_s)
 
     async def _register(self, job: Job, spec: ModelSpec) -> None:
-        if self.registry is None:
-            return
+        assert self.registry is not None
         try:
             await self.registry.register(spec)
         except AlreadyExistsError:
             existing = await self.registry.get(spec.name)
             if existing is None or dict(existing.lineage).get("job_id") != job.job_id:
                 raise
-            # Registered by this job before a restart: nothing left to do.
+            # Registered by this job before a restart (or by a retried call whose answer was lost): done.

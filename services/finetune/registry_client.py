@@ -23,6 +23,7 @@ class RegistryClient:
     def __init__(self, target: str, timeout_s: float = 5.0, peer: Peer = PLAINTEXT) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self._peer = peer
         self._channel = LazyChannel(target, peer=peer)
 
     def _registry(self) -> registry_service_pb2_grpc.ModelRegistryServiceStub:
@@ -56,6 +57,13 @@ class RegistryClient:
             await self._registry().RegisterModel(request, timeout=self.timeout_s)
         except aio.AioRpcError as exc:
             raise self._error(exc) from None
+
+    async def reconnect(self) -> None:
+        """Drop the channel; the next call opens a new one. During an outage gRPC waits longer and longer between
+        attempts to reconnect (up to two minutes), and calls fail at once meanwhile: a fresh channel connects
+        as soon as the registry is back."""
+        stale, self._channel = self._channel, LazyChannel(self.target, peer=self._peer)
+        await stale.close()
 
     async def close(self) -> None:
         """Close the channel."""

@@ -39,7 +39,9 @@ class JobRunner:
       (supervisor.py, worker.py, messages.py).
     - When training ends, the output goes into the model store (an atomic artifact with a manifest)
       and is registered through the gateway; then the job is SUCCEEDED (publisher.py). The services
-      that follow the registry load it at once.
+      that follow the registry load it at once. While the registry is unreachable, registering is
+      retried for `publish_retry_s` (a log line each time); then the job is INTERRUPTED with its
+      artifact kept, and queued again after as long (or at the next start): it only registers then.
 
     Cancellation: a QUEUED or INTERRUPTED job is CANCELLED at once; a RUNNING one gets its worker
     terminated (SIGTERM: it stops within a fraction of a second), its checkpoint and output are
@@ -75,7 +77,7 @@ class JobRunner:
             self.tracker,
             self.workspace,
             WorkerSupervisor(self.tracker, self.workspace, store, limits, worker_target),
-            ResultPublisher(self.tracker, self.workspace, store, registry),
+            ResultPublisher(self.tracker, self.workspace, store, registry, limits),
             limits,
         )
         self.intake = JobIntake(
@@ -98,6 +100,7 @@ class JobRunner:
         """Open the journal, mark jobs cut off by a crash INTERRUPTED, queue the unfinished ones, start running."""
         self.workspace.create()
         self._lock = self.workspace.lock()
+        self.workspace.clean_uploads()
         self.tracker.open(self.workspace.journal_path)
         self.scheduler.recover()
 

@@ -1,4 +1,8 @@
-"""The job queue: at most max_concurrent_jobs run, the others wait oldest first; cancel; each run's outcome applied."""
+"""The job queue: at most max_concurrent_jobs run, the others wait oldest first; cancel; each run's outcome applied.
+
+A job whose result is stored but could not be registered (the registry unreachable) is INTERRUPTED and
+queued again after publish_retry_s, freeing its slot for the others meanwhile (`deferred`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import time
 from aisemble.errors import AisembleError, FailedPreconditionError, ResourceExhaustedError
 from services.finetune.attempts import Attempt, Phase
 from services.finetune.limits import FineTuneLimits
-from services.finetune.publisher import ResultPublisher
+from services.finetune.publisher import Publication, ResultPublisher
 from services.finetune.supervisor import Outcome, WorkerSupervisor
 from services.finetune.tracker import JobTracker, resume_note
 from services.finetune.types import Job, JobState
@@ -39,6 +43,8 @@ class Scheduler:
         self.limits = limits
         self.waiting: list[str] = []
         self.active: dict[str, Attempt] = {}
+        self.deferred: dict[str, asyncio.TimerHandle] = {}
+        """INTERRUPTED jobs waiting to retry registering their stored result, with the timer that queues them."""
         self.stopping = False
 
     # --- lifecycle ---
@@ -60,9 +66,12 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop the workers and wait for their attempts to end (their jobs become INTERRUPTED)."""
         self.stopping = True
+        for timer in self.deferred.values():
+            timer.cancel()  # the next start queues them again (they are INTERRUPTED)
+        self.deferred.clear()
         attempts = list(self.active.values())
         for attempt in attempts:
-            attempt.shutdown_requested = True
+            attempt.request_shutdown()
             if attempt.process is not None and attempt.process.is_alive():
                 attempt.process.terminate()
         tasks = [a.task for a in attempts if a.task is not None]
@@ -105,7 +114,10 @@ class Scheduler:
         attempt = self.active.get(job_id)
         if attempt is None:
             self.waiting = [j for j in self.waiting if j != job_id]
-            await asyncio.to_thread(self.workspace.clean_job, job_id)
+            timer = self.deferred.pop(job_id, None)
+            if timer is not None:
+                timer.cancel()
+            await asyncio.to_thread(self.publisher.discard, job)  # the stored result of a deferred one too
             self.tracker.transition(job, JobState.CANCELLED, f"cancelled while {job.state.value}")
             return job
         if attempt.phase == Phase.REGISTERING:
@@ -155,7 +167,8 @@ class Scheduler:
             if attempt.cancel_requested:
                 outcome = Outcome.CANCELLED
             if outcome == Outcome.TRAINED and result is not None:
-                await self.publisher.publish(job, result, attempt)
+                if await self.publisher.publish(job, result, attempt) == Publication.DEFERRED:
+                    self._defer(job_id)
             elif outcome == Outcome.CANCELLED:
                 await asyncio.to_thread(self.workspace.clean_job, job_id)
                 self.tracker.transition(job, JobState.CANCELLED, "cancelled while running")
@@ -174,6 +187,26 @@ class Scheduler:
                     self.tracker.transition(job, JobState.FAILED, message, failure=True)
         finally:
             self.active.pop(job_id, None)
+            self.schedule()
+
+    def _defer(self, job_id: str) -> None:
+        """Queue a job again after publish_retry_s (its result waits to be registered); at the next start if
+        the service stops first."""
+        if self.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        self.deferred[job_id] = loop.call_later(self.limits.publish_retry_s, self._requeue, job_id)
+
+    def _requeue(self, job_id: str) -> None:
+        self.deferred.pop(job_id, None)
+        if self.stopping or job_id in self.active or job_id in self.waiting:
+            return
+        try:
+            job = self.tracker.get(job_id)
+        except AisembleError:  # gone, or the journal is closed (the service is stopping)
+            return
+        if job.state == JobState.INTERRUPTED:
+            self.waiting.append(job_id)
             self.schedule()
 
     def _interrupted(self, job: Job, why: str) -> None:

@@ -18,6 +18,7 @@ Errors (all with google.rpc details, mapped by the shared interceptor):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,6 +72,8 @@ _HYPERPARAMETERS = (
 )
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 1000
+#: A page token is the offset this server issued: ASCII digits, at most 18 (fits SQLite's 64-bit integers).
+_PAGE_TOKEN = re.compile(r"[0-9]{1,18}")
 
 
 def _timestamp(message: Any, seconds: float | None) -> None:
@@ -265,8 +268,11 @@ class FineTuneServicer(finetune_service_pb2_grpc.FineTuneServiceServicer):
             raise InvalidArgumentError.for_field("page_size", "must be >= 0")
         size = min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE)
         token = request.page_token
-        if token and not token.isdigit():
-            raise InvalidArgumentError.for_field("page_token", "is not a token this server issued")
+        if token and not _PAGE_TOKEN.fullmatch(token):
+            # Never int() on what a client sent: past 4300 digits it raises, and str.isdigit() admits "²".
+            raise InvalidArgumentError.for_field(
+                "page_token", "is not a token this server issued (the next_page_token of an earlier page)"
+            )
         offset = int(token or "0")
         state = _STATES_FROM_PROTO.get(request.state)
         jobs, more = self.runner.list_jobs(state, offset, size)

@@ -20,7 +20,10 @@ from services.finetune.types import (
     StateChange,
 )
 
-__all__ = ["JobTracker", "resume_note"]
+__all__ = ["EVENT_PAGE", "JobTracker", "resume_note"]
+
+#: At most this many events of a job are read into memory at once for a watcher (a late one pages through).
+EVENT_PAGE = 256
 
 
 def resume_note(job: Job) -> str:
@@ -31,11 +34,17 @@ def resume_note(job: Job) -> str:
 
 
 class JobTracker:
-    """The journal (open while the service runs) and a wake-up per watched job."""
+    """The journal (open while the service runs) and a wake-up per watched job.
+
+    Nothing here grows with the number of jobs: a job has a wake-up signal and a watcher count only while
+    someone watches it (the last watcher to leave removes both), and a watcher holds at most EVENT_PAGE
+    events at a time.
+    """
 
     def __init__(self) -> None:
         self._opened: JobJournal | None = None
         self._signals: dict[str, asyncio.Event] = {}
+        self._watchers: dict[str, int] = {}
 
     @property
     def journal(self) -> JobJournal:
@@ -95,21 +104,41 @@ class JobTracker:
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """The job's events after `after`, then new ones as they happen; ends after a terminal state's event."""
         self.get(job_id)
-        last = after
-        while True:
-            signal = self._signal(job_id)
-            events = self.journal.events(job_id, last)
-            for event in events:
-                yield event
-                last = event.sequence
-                if isinstance(event.payload, StateChange) and event.payload.state in TERMINAL_STATES:
+        self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
+        try:
+            last = after
+            while True:
+                signal = self._signal(job_id)
+                events = self.journal.events(job_id, last, EVENT_PAGE)
+                for event in events:
+                    yield event
+                    last = event.sequence
+                    if isinstance(event.payload, StateChange) and event.payload.state in TERMINAL_STATES:
+                        return
+                if len(events) == EVENT_PAGE:
+                    continue  # more are stored: the next page before waiting
+                if not events and self.get(job_id).terminal:
                     return
-            if not events and self.get(job_id).terminal:
-                return
-            await signal.wait()
+                await signal.wait()
+        finally:
+            self._leave(job_id)
+
+    def _leave(self, job_id: str) -> None:
+        """A watcher has gone: the last one takes the job's signal with it."""
+        left = self._watchers.get(job_id, 1) - 1
+        if left > 0:
+            self._watchers[job_id] = left
+            return
+        self._watchers.pop(job_id, None)
+        self._signals.pop(job_id, None)
 
     def _signal(self, job_id: str) -> asyncio.Event:
         signal = self._signals.get(job_id)
         if signal is None:
             signal = self._signals[job_id] = asyncio.Event()
         return signal
+
+    @property
+    def watched(self) -> int:
+        """How many jobs have a watcher now (the size of the per-job tables)."""
+        return len(self._watchers)

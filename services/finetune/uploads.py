@@ -1,15 +1,19 @@
-"""Uploaded training files: the header checked, the bytes received within the size limit, verified and stored."""
+"""Uploaded training files: the header checked, the bytes received within the size limit, verified and stored.
+
+A file is on disk (written to a temporary name, fsynced, renamed, its folder fsynced) before it is recorded
+in the journal and UploadTrainingFile answers: a file id the client was given survives a power cut.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from aisemble.config.state import write_bytes_atomically
 from aisemble.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from services.finetune.examples import Example, parse_jsonl
 from services.finetune.limits import FineTuneLimits
@@ -85,10 +89,7 @@ class TrainingFiles:
             task=header.task,
             created_at=time.time(),
         )
-        path = self.workspace.file_path(file.file_id)
-        partial = path.with_name(path.name + ".partial")
-        await asyncio.to_thread(partial.write_bytes, bytes(data))
-        os.replace(partial, path)
+        await asyncio.to_thread(write_bytes_atomically, self.workspace.file_path(file.file_id), bytes(data))
         self.tracker.journal.add_file(file)
         return file
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
+from aisemble.config.state import fsync_directory
 from aisemble.errors import FailedPreconditionError
 from services.finetune.examples import Example, write_examples
 from services.finetune.trainers.base import CHECKPOINT_FILE, OUTPUT_DIR, RESULT_FILE
@@ -65,6 +66,7 @@ class Workspace:
         folder.mkdir(parents=True, exist_ok=True)
         write_examples(folder / TRAIN_FILE, train)
         write_examples(folder / VALIDATION_FILE, validation)
+        fsync_directory(folder.parent)  # the job's new folder itself
 
     def clean_job(self, job_id: str) -> None:
         """Delete what training wrote (checkpoint, output); the examples stay, for the record."""
@@ -74,6 +76,13 @@ class Workspace:
         for name in (CHECKPOINT_FILE, CHECKPOINT_FILE + ".partial", RESULT_FILE, RESULT_FILE + ".partial"):
             with contextlib.suppress(FileNotFoundError):
                 (folder / name).unlink()
+        for leftover in folder.glob(".*.tmp"):  # temporary files of atomic writes a kill cut short
+            leftover.unlink(missing_ok=True)
+
+    def clean_uploads(self) -> None:
+        """Delete uploads a crash cut short (temporary files; call only while holding the lock)."""
+        for leftover in (self.root / "files").glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def finished_output(self, job_id: str) -> dict[str, Any] | None:
         """The result of a job whose training finished (output complete), None otherwise."""

@@ -392,8 +392,16 @@ async def test_an_upload_is_checked_against_its_header_and_usable(mesh):
 
 
 async def test_list_with_a_bad_page_token_is_invalid(mesh):
-    await _refused(
-        mesh.jobs.ListFineTuneJobs(pb.ListFineTuneJobsRequest(page_token="abc")), grpc.StatusCode.INVALID_ARGUMENT
-    )
+    # 5,000 digits once reached int() (past Python's 4,300-digit limit: ValueError, so INTERNAL); "²" passes
+    # str.isdigit() and fails int(); "١٢" passed both; 19 digits overflow SQLite's integers.
+    for token in ("abc", "-1", "1.5", " 1", "²", "١٢", "9" * 19, "1" * 5000):
+        error, details = await _refused(
+            mesh.jobs.ListFineTuneJobs(pb.ListFineTuneJobsRequest(page_token=token)), grpc.StatusCode.INVALID_ARGUMENT
+        )
+        [violation] = details["BadRequest"].field_violations
+        assert violation.field == "page_token" and "not a token this server issued" in violation.description, token
+        assert len(error.details()) < 200  # the token is not echoed back
     reply = await mesh.jobs.ListFineTuneJobs(pb.ListFineTuneJobsRequest())
     assert list(reply.jobs) == [] and reply.next_page_token == ""
+    far = await mesh.jobs.ListFineTuneJobs(pb.ListFineTuneJobsRequest(page_token="9" * 18))
+    assert list(far.jobs) == [] and far.next_page_token == ""

@@ -1,6 +1,7 @@
 """Cancelling and restarting real jobs: a cancelled job's worker stops at once and leaves nothing behind; a
 job survives its service being killed (SIGKILL) and then shut down, resuming each time from its last
-checkpoint, and finishes and registers its model."""
+checkpoint, and finishes and registers its model; a job that finishes while the gateway (the registry) is
+down keeps its model and registers it once the gateway is back, without training again."""
 
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ import grpc
 import pytest
 
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
+from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
+from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
+from gateway.app import build_server as build_gateway
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits
+from tests.integration.conftest import mesh_for
 from tests.integration.test_finetune_errors import (
+    TWO_LABELS,
     classification_examples,
     free_ports,
     scratch_store,
@@ -215,3 +221,66 @@ async def test_a_job_survives_a_killed_and_a_restarted_service(start_server, tmp
     assert done.state == pb.FINE_TUNE_JOB_STATE_SUCCEEDED and done.registered_model_name == "resumed-classifier"
     model = (await mesh.registry.GetModel(rpb.GetModelRequest(name="resumed-classifier"))).model
     assert model.lineage.job_id == job.job_id
+
+
+async def test_a_registry_outage_while_publishing_keeps_the_artifact_and_registers_it_later(
+    start_server, tmp_path, registry, store
+):
+    limits = FineTuneLimits(checkpoint_interval_s=5.0, publish_retry_s=3.0, publish_retry_max_delay_s=1.0)
+    mesh = await start_mesh(start_server, tmp_path, registry, store, limits=limits)
+    request = pb.CreateFineTuneJobRequest(
+        base_model="minilm-l6",
+        task=pb.FINE_TUNE_TASK_TEXT_CLASSIFICATION,
+        examples=pb.InlineExamples(classification_examples=TWO_LABELS * 2),
+        validation_split=0.0,
+        hyperparameters=pb.Hyperparameters(epochs=1, unfrozen_layers=0),
+        result_model_name="outage-classifier",
+    )
+    job = (await mesh.jobs.CreateFineTuneJob(request)).job
+    gateway_address = f"127.0.0.1:{mesh.gateway.port}"
+    await mesh.gateway.stop(grace_s=0.5)  # the registry is gone before the job has trained (a worker takes seconds)
+
+    direct = grpc.aio.insecure_channel(f"127.0.0.1:{mesh.finetune.port}")
+    try:
+        jobs = finetune_service_pb2_grpc.FineTuneServiceStub(direct)
+        events: list[pb.FineTuneEvent] = []
+
+        async def until_interrupted() -> None:
+            async for reply in jobs.WatchFineTuneJob(pb.WatchFineTuneJobRequest(job_id=job.job_id)):
+                events.append(reply.event)
+                if reply.event.state_change.state == pb.FINE_TUNE_JOB_STATE_INTERRUPTED:
+                    return
+
+        await asyncio.wait_for(until_interrupted(), 90)
+        assert states(events) == ["QUEUED", "RUNNING", "INTERRUPTED"]
+        retries = [e.log.message for e in events if e.log.message.startswith("registry unreachable")]
+        assert retries and retries[0].startswith("registry unreachable, retrying in 1 s (")
+        assert "stayed unreachable for 3 s" in events[-1].state_change.message
+        # The trained model is kept, complete, in the store; the job is not failed.
+        assert mesh.store.verify("outage-classifier", deep=True).ok
+        assert mesh.store.manifest("outage-classifier").info["job_id"] == job.job_id
+        waiting = (await jobs.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id))).job
+        assert waiting.state == pb.FINE_TUNE_JOB_STATE_INTERRUPTED and not waiting.registered_model_name
+
+        # The gateway comes back on the same port (its registry file as it was): the next attempt registers.
+        gateway = build_gateway(
+            ServerConfig(name="gateway", address=gateway_address),
+            mesh_for(finetune=[f"127.0.0.1:{mesh.finetune.port}"]),
+            registry_path=tmp_path / "models.yaml",
+            store_root=mesh.store.root,
+        )
+        channel = await start_server(gateway, admin=True)
+        later = await asyncio.wait_for(watch_all(jobs, job.job_id, after=events[-1].sequence), 60)
+        assert states(later) == ["RUNNING", "SUCCEEDED"]
+        assert later[0].state_change.message == "resuming: training had finished; publishing the result"
+        assert not [e for e in later if e.HasField("progress")]  # not trained again
+        model = (
+            await registry_service_pb2_grpc.ModelRegistryServiceStub(channel).GetModel(
+                rpb.GetModelRequest(name="outage-classifier")
+            )
+        ).model
+        assert model.lineage.job_id == job.job_id
+        done = (await jobs.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id))).job
+        assert done.registered_model_name == "outage-classifier"
+    finally:
+        await direct.close()

@@ -2,8 +2,9 @@
 
 A trainer knows its model (load, one optimiser step, evaluate, state, export); the loop owns the
 order of the examples, the reports and the checkpoints, so that every trainer resumes the same way:
-a checkpoint holds the step, the trainer's state and the RNG states, written to a temporary file and
-renamed (a kill at any instant leaves the previous checkpoint or the new one). Resuming replays the
+a checkpoint holds the step, the trainer's state and the RNG states, written to a temporary file, fsynced
+and renamed, the folder fsynced (a kill or a power cut at any instant leaves the previous checkpoint or the
+new one). Resuming replays the
 same batch order from the next step, so a resumed run computes what the uninterrupted run would have.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aisemble.config.state import fsync_directory, fsync_tree, replacing_atomically, write_atomically
 from services.finetune.types import Evaluation, Hyperparameters, LogSeverity, Progress
 
 __all__ = [
@@ -143,12 +145,9 @@ def warmup_then_linear(total_steps: int) -> Any:
 def _save_checkpoint(path: Path, step: int, trainer: Trainer) -> None:
     import torch
 
-    partial = path.with_name(path.name + _PARTIAL)
-    torch.save(
-        {"step": step, "trainer": trainer.state(), "torch_rng": torch.get_rng_state(), "random": random.getstate()},
-        partial,
-    )
-    os.replace(partial, path)
+    state = {"step": step, "trainer": trainer.state(), "torch_rng": torch.get_rng_state(), "random": random.getstate()}
+    with replacing_atomically(path) as handle:
+        torch.save(state, handle)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -231,10 +230,10 @@ def run_training(trainer: Trainer, reporter: Reporter) -> dict[str, Any]:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     info = trainer.export(partial, metrics)
+    fsync_tree(partial)  # the output is on disk before result.json says it is complete
     shutil.rmtree(output, ignore_errors=True)
     os.replace(partial, output)
+    fsync_directory(job_dir)
     result = {"info": info, "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}, "steps": total}
-    written = job_dir / (RESULT_FILE + _PARTIAL)
-    written.write_text(json.dumps(result), encoding="utf-8")
-    os.replace(written, job_dir / RESULT_FILE)
+    write_atomically(job_dir / RESULT_FILE, json.dumps(result))
     return result
