@@ -1,4 +1,4 @@
-"""Server interceptors: the one place exceptions become gRPC statuses (with per-RPC metrics), and the call limits."""
+"""Server interceptors: the one place exceptions become gRPC statuses (with per-RPC metrics), limits, request checks."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
+from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from aisemble.errors import AisembleError, ResourceExhaustedError
+from aisemble.errors import AisembleError, InvalidArgumentError, ResourceExhaustedError
 from aisemble.rpc.client import REQUEST_ID_KEY
 from aisemble.rpc.metrics import RpcMetrics
 from aisemble.rpc.status import STATUS_DETAILS_KEY, grpc_code, internal_status, to_rpc_status
+from aisemble.rpc.validation import check_request, holds_enums
 
-__all__ = ["CallLimitInterceptor", "ErrorAndMetricsInterceptor", "WrappingInterceptor", "stream_of"]
+__all__ = [
+    "CallLimitInterceptor",
+    "ErrorAndMetricsInterceptor",
+    "RequestValidationInterceptor",
+    "WrappingInterceptor",
+    "stream_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +40,52 @@ def _request_id(context: aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+#: Bounds of a status in the trailers (UTF-8 bytes): a peer refuses trailers over its metadata limit (8 KiB by
+#: default) and reads RESOURCE_EXHAUSTED "Stream removed" instead, so echoed input (a 300 KB model name) is clipped.
+_MAX_MESSAGE_BYTES = 512
+_MAX_TEXT_BYTES = 160
+_MAX_DETAILS_BYTES = 2048
+
+
+def _clip(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")
+    return text if len(raw) <= limit else raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def _bounded(status: status_pb2.Status) -> status_pb2.Status:
+    """The status with its message and details clipped to fit any peer's metadata limit (unchanged when small)."""
+    if len(status.message.encode("utf-8")) <= _MAX_MESSAGE_BYTES and status.ByteSize() <= _MAX_DETAILS_BYTES:
+        return status
+    bounded = status_pb2.Status(code=status.code, message=_clip(status.message, _MAX_MESSAGE_BYTES))
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            metadata = {_clip(k, 64): _clip(v, _MAX_TEXT_BYTES) for k, v in list(info.metadata.items())[:8]}
+            kept: Message = error_details_pb2.ErrorInfo(reason=info.reason[:64], domain=info.domain, metadata=metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            kept = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_clip(v.field, _MAX_TEXT_BYTES), description=_clip(v.description, _MAX_TEXT_BYTES)
+                    )
+                    for v in bad.field_violations[:8]
+                ]
+            )
+        elif detail.ByteSize() <= _MAX_TEXT_BYTES:  # RetryInfo and other small details, as they are
+            bounded.details.add().CopyFrom(detail)
+            continue
+        else:
+            continue
+        if bounded.ByteSize() + kept.ByteSize() < _MAX_DETAILS_BYTES:
+            bounded.details.add().Pack(kept)
+    return bounded
+
+
 async def _abort(context: aio.ServicerContext, status: status_pb2.Status) -> None:
+    status = _bounded(status)
     code = grpc_code(status.code)
     trailers = (*tuple(context.trailing_metadata() or ()), (STATUS_DETAILS_KEY, status.SerializeToString()))
     await context.abort(code, status.message, trailing_metadata=trailers)
@@ -221,5 +275,89 @@ class CallLimitInterceptor(WrappingInterceptor):
             finally:
                 self.streams_in_flight -= 1
                 await replies.aclose()
+
+        return stream
+
+
+class _CheckedRequests:
+    """A request stream whose every message is checked as it arrives. The first bad message is not passed on:
+    whoever reads the stream (the servicer, or the gRPC call that forwards it upstream, which then cancels
+    itself) gets its error, and the call ends with that error however the servicer then ends."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests.__aiter__()
+        self.error: InvalidArgumentError | None = None
+
+    def __aiter__(self) -> _CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        request = await self._requests.__anext__()
+        try:
+            check_request(request)
+        except InvalidArgumentError as error:
+            self.error = error
+            raise
+        return request
+
+
+class RequestValidationInterceptor(WrappingInterceptor):
+    """Checks every request before a servicer sees it (aisemble.rpc.validation.check_request: an enum number
+    outside its enum is INVALID_ARGUMENT), each message of a request stream as it arrives. Sits inside the error
+    mapping; methods whose request type can hold no enum are passed through untouched."""
+
+    @staticmethod
+    def _needs_checks(method: str) -> bool:
+        try:
+            found = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
+        except KeyError:
+            return True  # not in the default pool: check each message by its own descriptor
+        return holds_enums(found.input_type)
+
+    def wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        if not self._needs_checks(method):
+            return behavior  # type: ignore[no-any-return]
+
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            if isinstance(request, Message):
+                check_request(request)
+                return await behavior(request, context)
+            requests = _CheckedRequests(request)
+            try:
+                result = await behavior(requests, context)
+            except (Exception, asyncio.CancelledError):
+                if requests.error is None:
+                    raise
+                raise requests.error from None
+            if requests.error is not None:
+                raise requests.error
+            return result
+
+        return unary
+
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        if not self._needs_checks(method):
+            return behavior  # type: ignore[no-any-return]
+
+        async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if isinstance(request, Message):
+                check_request(request)
+                requests = None
+            else:
+                request = requests = _CheckedRequests(request)
+            replies = stream_of(behavior, request, context)
+            try:
+                async for response in replies:
+                    yield response
+            except (Exception, asyncio.CancelledError):
+                if requests is None or requests.error is None:
+                    raise
+                raise requests.error from None
+            finally:
+                await replies.aclose()
+            if requests is not None and requests.error is not None:
+                raise requests.error
 
         return stream

@@ -19,7 +19,7 @@ from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
 from aisemble.rpc.client import Peer, gateway_target, server_keepalive_options
-from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorAndMetricsInterceptor
+from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorAndMetricsInterceptor, RequestValidationInterceptor
 from aisemble.rpc.metrics import RpcMetrics, serve_metrics
 from aisemble.rpc.telemetry import configure_tracing
 from aisemble.rpc.tls import mesh_gateway_peer
@@ -107,7 +107,8 @@ class AisembleServer:
             interceptors.append(aio_server_interceptor())
         interceptors.append(ErrorAndMetricsInterceptor(self.metrics))
         self.limits = CallLimitInterceptor(self.config.max_concurrent_rpcs, self.config.max_concurrent_streams)
-        interceptors += [self.limits, *self.config.interceptors]
+        # Requests are checked last: after the limits and the gateway's auth, inside the error mapping.
+        interceptors += [self.limits, *self.config.interceptors, RequestValidationInterceptor()]
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),

@@ -52,7 +52,11 @@ class EnsembleServicer(ensemble_service_pb2_grpc.EnsembleServiceServicer):
                 violations.append(FieldViolation(f"{where}.timeout", "must be positive"))
             plans.append(MemberPlan(member.model, weight, timeout))
         strategy = request.strategy
-        if kind is not None:
+        if strategy not in pb.Strategy.values():  # the server's request check refuses it first; do not rely on it
+            violations.append(
+                FieldViolation("strategy", f"{strategy} is not a value of {pb.Strategy.DESCRIPTOR.full_name}")
+            )
+        elif kind is not None:
             strategy = strategy or DEFAULT[kind]
             if strategy not in ALLOWED[kind]:
                 name = pb.Strategy.Name(strategy)

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import replace
-from pathlib import Path
 
 import grpc
 import pytest
@@ -30,60 +25,7 @@ from aisemble.vision.v1 import vision_service_pb2 as vpb
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from entrypoints.launcher import SERVICE_APPS, wait_healthy
 from tests.assets.pictures import bus_jpg, encode, render_line
-
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = ["llm", "nlp", "vision", "multimodal", "ensemble", "finetune"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    """`aisemble up` on free ports with the shipped models, from a private config folder."""
-    folder = tmp_path_factory.mktemp("mesh-configs")
-    shutil.copy(REPO / "configs" / "models.yaml", folder / "models.yaml")
-    shutil.copy(REPO / "configs" / "selection.yaml", folder / "selection.yaml")
-    gateway = f"127.0.0.1:{_free_port()}"
-    lines = [f"gateway: {{address: '{gateway}'}}", "services:"]
-    lines += [f"  {name}: {{addresses: ['127.0.0.1:{_free_port()}']}}" for name in SERVICES]
-    (folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
-    # Its own state directory: `aisemble up` makes the mesh CA, the certificates and the keys there.
-    env = {
-        **os.environ,
-        "AISEMBLE_CONFIG_DIR": str(folder),
-        "AISEMBLE_STATE_DIR": str(folder / "state"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (folder / "mesh.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.cli", "up"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and process.poll() is None:
-        if "Ctrl-C stops the mesh." in (folder / "mesh.log").read_text():
-            break
-        time.sleep(1)
-    output = (folder / "mesh.log").read_text()
-    assert process.poll() is None and "Ctrl-C stops the mesh." in output, output[-3000:]
-    channel = grpc.insecure_channel(gateway)
-    yield channel, process, folder, output
-    channel.close()
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+from tests.e2e.conftest import REPO, service_addresses, state_mesh
 
 
 def test_the_table_says_what_serves_where(mesh):
@@ -181,24 +123,6 @@ def test_registry_and_status(mesh):
     assert status.returncode == 0 and "smollm2-135m-onnx" in status.stdout and "SERVING" in status.stdout
 
 
-def _service_addresses(folder: Path) -> dict[str, str]:
-    """service name -> its address, from the test's mesh.yaml."""
-    found = {}
-    for line in (folder / "mesh.yaml").read_text().splitlines():
-        if "127.0.0.1" in line:
-            name = line.split(":", 1)[0].strip()
-            found[name] = line.split("'")[1]
-    return found
-
-
-def _state_mesh(folder: Path):
-    from aisemble.config.mesh import load_mesh
-    from aisemble.config.security import SecurityConfig
-
-    mesh = load_mesh(folder / "mesh.yaml")
-    return replace(mesh, security=SecurityConfig(certs_dir=folder / "state" / "certs"))
-
-
 def test_service_ports_take_only_mesh_certificates(mesh, tmp_path):
     """Every service port refuses a plaintext client and a client whose certificate another CA signed."""
     from aisemble.rpc.client import Peer
@@ -206,9 +130,9 @@ def test_service_ports_take_only_mesh_certificates(mesh, tmp_path):
     from entrypoints.launcher import peer_of
 
     folder = mesh[2]
-    mesh_config = _state_mesh(folder)
+    mesh_config = state_mesh(folder)
     stranger = ensure_certificates(tmp_path / "other-ca")
-    for name, address in _service_addresses(folder).items():
+    for name, address in service_addresses(folder).items():
         if name == "gateway":
             continue
         assert wait_healthy(address, timeout_s=10, peer=peer_of(mesh_config, name)), f"{name} refuses the mesh"
@@ -249,7 +173,7 @@ def test_ctrl_c_stops_everything(mesh):
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=90) == 0
     assert "mesh stopped" in (folder / "mesh.log").read_text()
-    mesh_config = _state_mesh(folder)
-    for name, address in _service_addresses(folder).items():
+    mesh_config = state_mesh(folder)
+    for name, address in service_addresses(folder).items():
         peer = peer_of(mesh_config, name)
         assert not wait_healthy(address, timeout_s=0.5, peer=peer), f"{address} still answers after Ctrl-C"

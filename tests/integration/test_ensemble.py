@@ -112,3 +112,27 @@ async def test_bad_ensembles_are_invalid_argument(ensemble, request_fields, fiel
         await ensemble.Run(pb.RunRequest(**request_fields))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in caught.value.details()
+
+
+async def test_a_strategy_outside_the_contract_is_invalid_argument(ensemble):
+    """Any int32 arrives in an open enum: the server's request check refuses it with the field's path."""
+    from tests.conftest import status_details
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ensemble.Run(pb.RunRequest(members=[pb.Member(model="a")], strategy=11, completion=_completion()))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _status, details = status_details(caught.value)
+    assert details["ErrorInfo"].reason == "UNKNOWN_ENUM_VALUE"
+    assert [v.field for v in details["BadRequest"].field_violations] == ["strategy"]
+
+
+@pytest.mark.parametrize("strategy", [11, -1, 2**31 - 1])
+async def test_the_servicer_itself_refuses_an_unknown_strategy(strategy):
+    """Even without the server's check in front of it, an unknown Strategy is INVALID_ARGUMENT, never a crash."""
+    from aisemble.errors import InvalidArgumentError
+    from services.ensemble.servicer import EnsembleServicer
+
+    request = pb.RunRequest(members=[pb.Member(model="a")], strategy=strategy, completion=_completion())
+    with pytest.raises(InvalidArgumentError) as caught:
+        await EnsembleServicer(runner=None).Run(request, context=None)  # type: ignore[arg-type]
+    assert [v.field for v in caught.value.field_violations] == ["strategy"]
