@@ -118,14 +118,7 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
         "max_concurrent_streams": integer(1),
         "grace_s": non_negative_number,
     }
-    values: dict[str, Any] = {}
-    for key, raw in limits.items():
-        if key not in known_limits:
-            raise ConfigError(f"{path}: limits: unknown field '{key}'; known: {', '.join(known_limits)}")
-        try:
-            values[key] = known_limits[key](raw)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: limits: field '{key}': {exc}") from None
+    values = _fields(path, "limits", limits, known_limits)
     security = parse_security(path, document.get("security"))
     supervisor = _supervisor(path, document.get("supervisor"))
     return MeshConfig(gateway=gateway, services=services, security=security, supervisor=supervisor, **values)
@@ -145,12 +138,17 @@ def _supervisor(path: Path, raw: Any) -> SupervisorConfig:
         "unhealthy_after_s": non_negative_number,
         "metrics_port": integer(-1),
     }
+    return SupervisorConfig(**_fields(path, "supervisor", raw, checks))
+
+
+def _fields(path: Path, section: str, raw: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
+    """Each field of a section checked by its check; an unknown field or a bad value is a ConfigError."""
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in checks:
-            raise ConfigError(f"{path}: supervisor: unknown field '{key}'; known: {', '.join(checks)}")
+            raise ConfigError(f"{path}: {section}: unknown field '{key}'; known: {', '.join(checks)}")
         try:
             values[key] = checks[key](value)
         except ValueError as exc:
-            raise ConfigError(f"{path}: supervisor: field '{key}': {exc}") from None
-    return SupervisorConfig(**values)
+            raise ConfigError(f"{path}: {section}: field '{key}': {exc}") from None
+    return values

@@ -35,24 +35,10 @@ def write_atomically(path: Path, text: str, private: bool = False) -> None:
     """Write a file so that a crash at any instant leaves the old or the new one, never a mix: a temporary file
     in the same folder, fsynced, renamed over the old one, the folder fsynced. The file is its owner's only
     (0600); private: its folder too (0700, made if missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True, **({"mode": 0o700} if private else {}))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    if private:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with replacing_atomically(path) as handle:  # mkstemp makes the file 0600
+        handle.write(text.encode("utf-8"))
 
 
 def fsync_directory(path: Path) -> None:

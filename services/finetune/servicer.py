@@ -17,6 +17,7 @@ Errors (all with google.rpc details, mapped by the shared interceptor):
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import AsyncIterator
@@ -244,6 +245,8 @@ class FineTuneServicer(finetune_service_pb2_grpc.FineTuneServiceServicer):
                 if message.WhichOneof("payload") != "chunk":
                     raise InvalidArgumentError.for_field("header", "only the first message may be a header")
                 yield message.chunk
+            if context.cancelled():  # a cancelled stream ends like a finished one: store nothing
+                raise asyncio.CancelledError
 
         file = await self.runner.upload(
             UploadHeader(
