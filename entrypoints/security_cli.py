@@ -102,5 +102,8 @@ def run_certs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     authority = ensure_certificates(folder, [*mesh_hosts(mesh), *args.host], rotate=args.rotate)
     for name in MEMBERS:
         print(f"{name:<11} {folder / (name + '.pem')}", file=out)
-    print(f"CA: {authority.ca_file} (services trust only certificates it signed; restart the mesh to use new ones)")
+    print(
+        f"CA: {authority.ca_file} (services trust only certificates it signed; restart the mesh to use new ones)",
+        file=out,
+    )
     return 0

@@ -39,6 +39,17 @@ def write_registry(path, registry, names):
     return path
 
 
+async def wait_serving(gateway_server, models, seconds: float = 10.0) -> None:
+    """Until the gateway's per-model health watches say every one of `models` is SERVING."""
+    import asyncio
+
+    for _ in range(int(seconds / 0.05)):
+        if all(gateway_server.gateway.router.health_of(m) == "SERVING" for m in models):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{', '.join(models)} never became SERVING at the gateway")
+
+
 def mesh_for(**services):
     """A MeshConfig whose services are at the given addresses (lists of host:port), reached in plaintext: the
     in-process test servers listen without TLS (tests/integration/test_security.py proves the mTLS hops)."""

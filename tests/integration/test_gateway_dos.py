@@ -16,7 +16,7 @@ from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import LLM_MODELS, mesh_for, write_registry
+from tests.integration.conftest import LLM_MODELS, mesh_for, wait_serving, write_registry
 
 # 40,000 digits: Python's backtracking re took ~18 s on '\d+\s*[-+*/^]\s*\d+' over them, on the event loop.
 DIGITS = "7" * 40_000
@@ -37,10 +37,7 @@ async def gateway(llm, registry, store, tmp_path, start_server):
     mesh = mesh_for(llm=[f"127.0.0.1:{server.port}"], nlp=["127.0.0.1:9"])
     gateway_server = build_gateway(ServerConfig(name="gateway"), mesh, registry_path=path, store_root=store.root)
     channel = await start_server(gateway_server)
-    for _ in range(100):  # wait for the per-model health watches
-        if all(gateway_server.gateway.router.health_of(m) == "SERVING" for m in LLM_MODELS):
-            break
-        await asyncio.sleep(0.05)
+    await wait_serving(gateway_server, LLM_MODELS)
     return gateway_server, channel
 
 

@@ -22,21 +22,13 @@ from aisemble.security.keys import KeyFile
 from aisemble.security.quotas import UsageFile
 from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import LLM_MODELS, mesh_for, write_registry
+from tests.integration.conftest import LLM_MODELS, mesh_for, wait_serving, write_registry
 
 ONNX, TORCH = "smollm2-135m-onnx", "smollm2-135m"
 
 
 def _bearer(secret: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {secret}")]
-
-
-async def _serving(server, models) -> None:
-    for _ in range(200):
-        if all(server.gateway.router.health_of(m) == "SERVING" for m in models):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the models never became SERVING at the gateway")
 
 
 @pytest.fixture
@@ -52,7 +44,7 @@ async def secured(llm, registry, store, tmp_path, start_server):
         ServerConfig(name="gateway"), mesh, registry_path=path, store_root=store.root, keys=keys, usage=usage
     )
     channel = await start_server(server)
-    await _serving(server, LLM_MODELS)
+    await wait_serving(server, LLM_MODELS)
     return server, channel, keys, path, usage
 
 
