@@ -51,7 +51,8 @@ def free_port() -> int:
 
 
 class Mesh:
-    """Some services and a gateway as separate processes on free ports, from a private config and state folder.
+    """The registry, some services and a gateway as separate processes on free ports, from a private config and
+    state folder (the registry is seeded from the folder's models.yaml).
 
     `models` are registry names from configs/models.yaml; each service in `services` hosts its models.
     secure: the services listen with mTLS only (the gateway and the benchmark present mesh certificates) and a
@@ -63,19 +64,23 @@ class Mesh:
         self, models: Sequence[str], services: Sequence[str], gateway: bool = True, secure: bool = False
     ) -> None:
         from aisemble.config.models import load_models
-        from gateway.registry import write_models_file
+        from services.registry.store import write_models_file
 
         self.folder = Path(tempfile.mkdtemp(prefix="aisemble-bench-"))
         registry = load_models()
         write_models_file(self.folder / "models.yaml", [registry[name] for name in models])
         shutil.copy(REPO / "configs" / "selection.yaml", self.folder / "selection.yaml")
-        self.addresses = {name: f"127.0.0.1:{free_port()}" for name in [*services, *(["gateway"] if gateway else [])]}
-        lines = [f"gateway: {{address: '{self.addresses.get('gateway', '127.0.0.1:1')}'}}", "services:"]
+        self._names = ["registry", *services, *(["gateway"] if gateway else [])]
+        self.addresses = {name: f"127.0.0.1:{free_port()}" for name in self._names}
+        lines = [
+            f"gateway: {{address: '{self.addresses.get('gateway', '127.0.0.1:1')}'}}",
+            f"registry: {{address: '{self.addresses['registry']}'}}",
+            "services:",
+        ]
         lines += [f"  {name}: {{addresses: ['{self.addresses[name]}']}}" for name in services]
         lines.append(f"security: {{mtls: {'true' if secure else 'false'}}}")
         (self.folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
         self.processes: list[subprocess.Popen[bytes]] = []
-        self._names = [*services, *(["gateway"] if gateway else [])]
         self.secure = secure
         self.user_key: str | None = None
         self._previous_state = os.environ.get("AISEMBLE_STATE_DIR")

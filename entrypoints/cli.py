@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
     from entrypoints.launcher import SERVICE_APPS
 
     mesh = load_mesh()
-    endpoint = mesh.gateway if args.service == "gateway" else mesh.services.get(args.service)
+    endpoint = {"gateway": mesh.gateway, "registry": mesh.registry}.get(args.service) or mesh.services.get(args.service)
     address = args.address or (endpoint.addresses[0] if endpoint else "127.0.0.1:0")
     metrics_port = args.metrics_port if args.metrics_port is not None else (endpoint.metrics_port if endpoint else -1)
     if args.service == "gateway":
@@ -105,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
         name=args.service,
         address=address,
         metrics_port=metrics_port,
+        health_port=args.health_port,
         max_message_bytes=mesh.max_message_bytes,
         max_concurrent_rpcs=mesh.max_concurrent_rpcs,
         max_concurrent_streams=mesh.max_concurrent_streams,
@@ -112,11 +113,14 @@ def _serve(args: argparse.Namespace) -> int:
         credentials=credentials,
     )
     module = importlib.import_module(SERVICE_APPS[args.service])
-    models = load_models()
+    models = load_models(_registered_models_file())
 
     async def serve() -> None:
         # Built inside the running loop: grpc.aio channels (to upstreams, the gateway) bind to it.
-        server = module.build_server(config, mesh, models)
+        if args.service in ("gateway", "registry"):
+            server = module.build_server(config, mesh)
+        else:
+            server = module.build_server(config, mesh, models)
         await server.serve_forever()
 
     asyncio.run(serve())
@@ -129,7 +133,16 @@ def _up(args: argparse.Namespace) -> int:
     from aisemble.config.models import load_models
     from entrypoints.launcher import run_mesh
 
-    return run_mesh(load_mesh(), load_models(), start_timeout_s=args.start_timeout)
+    return run_mesh(load_mesh(), load_models(_registered_models_file()), start_timeout_s=args.start_timeout)
+
+
+def _registered_models_file() -> Any:
+    """The registry service's state when this machine has it (what the mesh serves), else the shipped seed."""
+    from aisemble.config.schema import CONFIG_DIR
+    from services.registry.store import default_registry_path
+
+    state = default_registry_path()
+    return state if state.is_file() else CONFIG_DIR / "models.yaml"
 
 
 @_command("health")
@@ -362,9 +375,19 @@ def _parser() -> argparse.ArgumentParser:
     store_status.add_argument("--deep", action="store_true", help="check sha256 of every file (slower)")
 
     serve = sub.add_parser("serve", help="run one service (or the gateway) in the foreground")
-    serve.add_argument("service", choices=["llm", "nlp", "vision", "multimodal", "ensemble", "finetune", "gateway"])
+    serve.add_argument(
+        "service",
+        choices=["registry", "llm", "nlp", "vision", "multimodal", "ensemble", "finetune", "gateway"],
+    )
     serve.add_argument("--address", help="host:port to listen on (default: from configs/mesh.yaml)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (-1: none)")
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        default=-1,
+        help="also serve grpc.health.v1 in plaintext on this port, for probes that cannot speak mTLS "
+        "(Kubernetes' gRPC probes); -1: none (default)",
+    )
 
     up = sub.add_parser("up", help="start the whole mesh in the foreground; Ctrl-C stops it")
     up.add_argument("--start-timeout", type=float, default=600.0, help="seconds each service may take to load")

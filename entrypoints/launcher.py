@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 #: service name -> the module whose `build_server(...)` builds it.
 SERVICE_APPS = {
+    "registry": "services.registry.app",
     "llm": "services.llm.app",
     "nlp": "services.nlp.app",
     "vision": "services.vision.app",
@@ -37,7 +38,7 @@ SERVICE_APPS = {
 
 def mesh_hosts(mesh: MeshConfig) -> list[str]:
     """Every host name or IP the mesh's addresses use (the certificates name them all)."""
-    addresses = [*mesh.gateway.addresses, *(a for e in mesh.services.values() for a in e.addresses)]
+    addresses = [a.removeprefix("dns:///") for e in mesh.endpoints() for a in e.addresses]
     return sorted({a.rpartition(":")[0].strip("[]") for a in addresses} - {"", "0.0.0.0", "::"})
 
 
@@ -76,16 +77,15 @@ def wait_healthy(address: str, timeout_s: float, service: str = "", peer: Peer =
 
 
 def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: float = 600.0) -> int:
-    """Start every service replica of the mesh, then the gateway, each health-gated; then supervise them
-    (restarts with backoff, see SupervisorConfig) until Ctrl-C / SIGTERM (exit 0) or until one process
-    crashes too often (everything is stopped, exit 1)."""
+    """Start the registry, every service replica of the mesh, then every gateway replica, each health-gated;
+    then supervise them (restarts with backoff, see SupervisorConfig) until Ctrl-C / SIGTERM (exit 0) or until
+    one process crashes too often (everything is stopped, exit 1)."""
     children: list[Child] = []
-    for name, endpoint in mesh.services.items():
-        hosted = tuple(m.name for m in models.values() if m.service == name)
+    for endpoint in mesh.endpoints():
+        hosted = tuple(m.name for m in models.values() if m.service == endpoint.name)
         for index, address in enumerate(endpoint.addresses):
             port = endpoint.metrics_port + index if endpoint.metrics_port >= 0 else -1
-            children.append(Child(name, address, port, hosted, Peer()))
-    children.append(Child("gateway", mesh.gateway.addresses[0], mesh.gateway.metrics_port, (), Peer()))
+            children.append(Child(endpoint.name, address, port, hosted, Peer()))
 
     stopping = False
 

@@ -21,7 +21,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     keys = sub.add_parser("keys", help="API keys: create (shown once), list with usage, revoke")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="a new key; its secret is printed once and stored only as a hash")
-    create.add_argument("--role", choices=["admin", "user"], default="user", help="admin: everything; user: calls")
+    create.add_argument(
+        "--role",
+        choices=["admin", "user", "mesh"],
+        default="user",
+        help="admin: everything; user: calls; mesh: the mesh's own processes (e.g. a Kubernetes Secret's mesh.key)",
+    )
     create.add_argument("--name", default="", help="a label (who or what uses the key)")
     create.add_argument("--models", action="append", help="models the key may call (repeatable; default: all)")
     create.add_argument("--rpm", type=_limit, help="requests per minute (the quota window of mesh.yaml)")
@@ -48,7 +53,7 @@ def _quota(value: int | None) -> str:
 def run_keys(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run one `aisemble keys` action on the keys file of the state directory."""
     from aisemble.security.keys import KeyFile
-    from aisemble.security.quotas import UsageFile
+    from aisemble.security.quotas import total_usage
 
     keys = KeyFile()
     if args.action == "create":
@@ -71,7 +76,7 @@ def run_keys(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         record = keys.revoke(args.key_id)
         print(f"key {record.key_id} revoked at {record.revoked_at}", file=out)
         return 0
-    usage = UsageFile().read()
+    usage = total_usage()
     header = f"{'key':<9} {'role':<6} {'name':<24} {'models':<20} {'rpm':>5} {'tpm':>7} {'conc':>4}"
     print(header + f" {'state':<8} {'requests':>8} {'tokens':>8} {'cost':>10} {'refused':>7}", file=out)
     for record in keys.read().values():

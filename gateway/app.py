@@ -1,32 +1,32 @@
-"""Builds the gateway process: registry, router over the mesh's services, selector rules, cache, servers."""
+"""Builds the gateway process: the followed registry view, router over the mesh's services, selector, cache."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 
 from grpc import aio
 from prometheus_client import Gauge
 
 from aisemble.config.mesh import MeshConfig
-from aisemble.config.models import ModelSpec
-from aisemble.config.schema import CONFIG_DIR, ConfigError
+from aisemble.config.schema import ConfigError
 from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from aisemble.rpc.auth import Authenticator, AuthInterceptor
+from aisemble.rpc.client import Peer
+from aisemble.rpc.client import registry_target as registry_target_of
+from aisemble.rpc.registry_servicer import ModelChange
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
+from aisemble.rpc.tls import registry_peer as registry_peer_of
 from aisemble.rpc.tls import service_peer
 from aisemble.security.keys import KeyFile, KeyRing
-from aisemble.security.quotas import QuotaBook, UsageFile
-from aisemble.store.model_store import default_store_root
-from gateway.auth import Authenticator, AuthInterceptor
+from aisemble.security.quotas import QuotaBook, UsageFile, gateway_usage_path
 from gateway.cache import ResultCache
 from gateway.handlers import generic_handlers
 from gateway.proxy import Gateway
-from gateway.registry import ModelRegistry
-from gateway.registry_servicer import RegistryServicer
+from gateway.registry_servicer import GatewayRegistryServicer
+from gateway.registry_view import RegistryView
 from gateway.router import Router, Upstream
 from gateway.rules import SelectionRules, load_selection
 
@@ -50,19 +50,23 @@ class GatewayServer(AisembleServer):
 def build_server(
     config: ServerConfig,
     mesh: MeshConfig,
-    models: Mapping[str, ModelSpec] | None = None,
-    registry_path: Path | None = None,
-    store_root: Path | None = None,
+    registry_target: str | None = None,
+    registry_peer: Peer | None = None,
     rules: SelectionRules | None = None,
     cache: ResultCache | None = None,
     keys: KeyFile | None = None,
     usage: UsageFile | None = None,
 ) -> GatewayServer:
-    """The gateway: the registry (persisted to registry_path, default configs/models.yaml) plus every public
-    service, forwarded to the mesh services of configs/mesh.yaml (over mTLS when mesh.security.mtls). It never
-    loads a model. Every call is checked against the API keys of `keys` (default <state>/auth/keys.json);
-    per-key usage totals are kept in `usage` (default <state>/auth/usage.json)."""
+    """A gateway replica: stateless. It follows the registry service (registry_target, default the mesh's; reached
+    as registry_peer, default over the mesh's mTLS with the mesh key) and
+    serves every public service, forwarded to the mesh services of configs/mesh.yaml (over mTLS when
+    mesh.security.mtls); registry writes go to the registry service. It never loads a model. Every call is
+    checked against the API keys of `keys` (default <state>/auth/keys.json); this replica's per-key usage totals
+    are kept in `usage` (default <state>/auth/usage/<port>.json)."""
     security = mesh.security
+    target = registry_target_of(mesh, registry_target)
+    if target is None:
+        raise ConfigError("the gateway needs the registry service's address: mesh.yaml `registry: {addresses: ...}`")
     ring = KeyRing(keys or KeyFile())
     if not mesh.loopback_only() and not ring.has_keys():
         raise ConfigError(
@@ -70,14 +74,12 @@ def build_server(
             "could call it. Create one with `aisemble keys create --role admin` (make run does it), or bind "
             "127.0.0.1 in mesh.yaml"
         )
-    usage_file = usage or UsageFile()
+    usage_file = usage or UsageFile(gateway_usage_path(config.address))
     quotas = QuotaBook(security.quota_window_s)
     quotas.usage = usage_file.read()
     authenticator = Authenticator(ring, quotas, loopback_only=mesh.loopback_only())
     config = replace(config, interceptors=[*config.interceptors, AuthInterceptor(authenticator)])
-    registry = ModelRegistry(
-        registry_path or CONFIG_DIR / "models.yaml", store_root or default_store_root(), security.providers
-    )
+    registry = RegistryView(target, registry_peer or registry_peer_of(mesh, "gateway"))
     upstreams = {
         name: Upstream(name, endpoint.addresses, mesh.max_message_bytes, service_peer(security, name, "gateway"))
         for name, endpoint in mesh.services.items()
@@ -94,18 +96,34 @@ def build_server(
     bindings = [
         ServiceBinding(
             REGISTRY_SERVICE,
-            RegistryServicer(gateway),
+            GatewayRegistryServicer(gateway),
             registry_service_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
         )
     ]
     for service_name, handler in generic_handlers(gateway).items():
         bindings.append(ServiceBinding(service_name, handler, _add_generic))
 
-    async def watch_health() -> None:
-        for spec in registry.all():
-            router.watch_model(spec.name, spec.service)
+    def follow_change(change: ModelChange) -> None:
+        if change.kind == "removed":
+            router.unwatch_model(change.spec.name)
+            gateway.stats.forget(change.spec.name)
+        else:
+            router.watch_model(change.spec.name, change.spec.service)
+
+    registry.listen(follow_change)
+
+    async def follow_registry() -> None:
+        """Serve only once the registry's models are known (health NOT_SERVING until then)."""
+        registry.start()
+        while True:
+            try:
+                await asyncio.wait_for(registry.synced.wait(), timeout=10.0)
+                return
+            except TimeoutError:
+                log.warning("gateway: still waiting for the registry service at %s", target)
 
     async def close_router() -> None:
+        await registry.stop()
         await router.close()
 
     flusher: list[asyncio.Task[None]] = []
@@ -123,7 +141,7 @@ def build_server(
     server = GatewayServer(
         config,
         bindings,
-        on_start=[watch_health, flush_usage_periodically],
+        on_start=[follow_registry, flush_usage_periodically],
         on_stop=[close_router, flush_usage_now],
     )
     server.gateway = gateway

@@ -9,10 +9,10 @@ from typing import Any
 from grpc import aio
 
 from aisemble.resolution import AUTO, RPC_TASKS
+from aisemble.rpc.auth import Authenticator, current_principal
 from aisemble.rpc.selection import MODEL_TRAILER, REASON_TRAILER, quote_reason
-from gateway.auth import Authenticator, current_principal
 from gateway.cache import ResultCache, cache_key
-from gateway.registry import ModelRegistry
+from gateway.registry_view import RegistryView
 from gateway.resolver import ModelResolver, Resolution
 from gateway.router import Router
 from gateway.routes import Route
@@ -55,7 +55,7 @@ class Gateway:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: RegistryView,
         router: Router,
         rules: SelectionRules,
         cache: ResultCache | None = None,

@@ -11,8 +11,8 @@ from aisemble.config.models import ModelSpec
 from aisemble.errors import InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2
 from aisemble.resolution import AUTO, Rpc, check_task
-from gateway.auth import current_principal
-from gateway.registry import ModelRegistry
+from aisemble.rpc.auth import current_principal
+from gateway.registry_view import RegistryView
 from gateway.router import Router
 from gateway.routes import Route
 from gateway.rules import SelectionRules
@@ -48,7 +48,7 @@ class ModelResolver:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: RegistryView,
         router: Router,
         rules: SelectionRules,
         stats: StatsBook,

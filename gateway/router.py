@@ -13,6 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aisemble.errors import ModelNotReadyError, UnavailableError
+from aisemble.rpc.auth import current_principal
 from aisemble.rpc.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ON_BEHALF_OF_KEY,
@@ -23,7 +24,6 @@ from aisemble.rpc.client import (
     open_channel,
     target_for,
 )
-from gateway.auth import current_principal
 
 __all__ = ["Router", "Upstream"]
 

@@ -13,12 +13,34 @@ from aisemble.config.models import SERVICES
 from aisemble.config.schema import CONFIG_DIR, ConfigError, integer, non_negative_number, read_yaml
 from aisemble.config.security import SecurityConfig, address_is_loopback, parse_security
 
-__all__ = ["MeshConfig", "ServiceEndpoint", "SupervisorConfig", "load_mesh"]
+__all__ = [
+    "DEFAULT_HTTP_ADDRESS",
+    "DEFAULT_REGISTRY_ADDRESS",
+    "MeshConfig",
+    "ServiceEndpoint",
+    "SupervisorConfig",
+    "listen_address",
+    "load_mesh",
+]
+
+#: Where the registry service listens unless mesh.yaml `registry:` says otherwise.
+DEFAULT_REGISTRY_ADDRESS = "127.0.0.1:50060"
+#: Where the OpenAI-compatible HTTP facade listens unless mesh.yaml `http:` or AISEMBLE_HTTP_ADDR say otherwise.
+DEFAULT_HTTP_ADDRESS = "127.0.0.1:8000"
+
+
+def listen_address(address: str) -> str:
+    """Where a process told to serve `address` binds: host:port as is; for gRPC's DNS form `dns:///name:port`
+    (how peers reach the replicas of a Kubernetes Service), every interface at that port."""
+    if address.startswith("dns:"):
+        return f"[::]:{address.rpartition(':')[2]}"
+    return address
 
 
 @dataclass(frozen=True)
 class ServiceEndpoint:
-    """Where one mesh service (or the gateway) listens."""
+    """Where one mesh service (the gateway, the registry) listens: `host:port` or `dns:///name:port` per replica.
+    Replica i serves its Prometheus metrics on metrics_port + i (-1: none)."""
 
     name: str
     addresses: tuple[str, ...]
@@ -54,6 +76,8 @@ class MeshConfig:
 
     gateway: ServiceEndpoint
     services: Mapping[str, ServiceEndpoint]
+    registry: ServiceEndpoint | None = None
+    http_address: str = DEFAULT_HTTP_ADDRESS
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_rpcs: int = 256
     max_concurrent_streams: int = 256
@@ -61,13 +85,17 @@ class MeshConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
 
+    def endpoints(self) -> list[ServiceEndpoint]:
+        """The registry, every service and the gateway, in the order the launcher starts them."""
+        return [*([self.registry] if self.registry else []), *self.services.values(), self.gateway]
+
     def loopback_only(self) -> bool:
         """Whether every listener of the mesh binds this machine only."""
-        addresses = [*self.gateway.addresses, *(a for e in self.services.values() for a in e.addresses)]
+        addresses = [*(a for e in self.endpoints() for a in e.addresses), self.http_address]
         return all(address_is_loopback(a) for a in addresses)
 
 
-_ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_ADDRESS = re.compile(r"^(dns:///)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 def _endpoint(path: Path, name: str, raw: Any) -> ServiceEndpoint:
@@ -82,7 +110,7 @@ def _endpoint(path: Path, name: str, raw: Any) -> ServiceEndpoint:
         raise ConfigError(f"{where}: field 'addresses': must be a non-empty list of host:port")
     for address in addresses:
         if not isinstance(address, str) or not _ADDRESS.match(address):
-            raise ConfigError(f"{where}: field 'addresses': {address!r} is not host:port")
+            raise ConfigError(f"{where}: field 'addresses': {address!r} is not host:port or dns:///name:port")
     metrics_port = raw.get("metrics_port", -1)
     if isinstance(metrics_port, bool) or not isinstance(metrics_port, int) or not -1 <= metrics_port <= 65535:
         raise ConfigError(f"{where}: field 'metrics_port': must be a port number, or -1 for none")
@@ -95,12 +123,16 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     document = read_yaml(path)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: must be a mapping")
-    unknown = set(document) - {"gateway", "services", "limits", "security", "supervisor"}
+    unknown = set(document) - {"gateway", "registry", "http", "services", "limits", "security", "supervisor"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}")
     gateway = _endpoint(path, "gateway", document.get("gateway"))
     if os.environ.get("AISEMBLE_GATEWAY_ADDR"):
         gateway = ServiceEndpoint("gateway", (os.environ["AISEMBLE_GATEWAY_ADDR"],), gateway.metrics_port)
+    registry = _endpoint(path, "registry", document.get("registry", {"address": DEFAULT_REGISTRY_ADDRESS}))
+    if len(registry.addresses) != 1:
+        raise ConfigError(f"{path}: service 'registry': exactly one address (the registry is the one writer)")
+    http_address = _http_address(path, document.get("http"))
     raw_services = document.get("services") or {}
     if not isinstance(raw_services, dict):
         raise ConfigError(f"{path}: 'services' must be a mapping of service name to addresses")
@@ -121,7 +153,25 @@ def load_mesh(path: Path | None = None) -> MeshConfig:
     values = _fields(path, "limits", limits, known_limits)
     security = parse_security(path, document.get("security"))
     supervisor = _supervisor(path, document.get("supervisor"))
-    return MeshConfig(gateway=gateway, services=services, security=security, supervisor=supervisor, **values)
+    return MeshConfig(
+        gateway=gateway,
+        services=services,
+        registry=registry,
+        http_address=http_address,
+        security=security,
+        supervisor=supervisor,
+        **values,
+    )
+
+
+def _http_address(path: Path, raw: Any) -> str:
+    """The HTTP facade's listen address: AISEMBLE_HTTP_ADDR, else mesh.yaml `http: {address: ...}`."""
+    if raw is not None and (not isinstance(raw, dict) or set(raw) - {"address"}):
+        raise ConfigError(f"{path}: 'http' must be a mapping with one field, 'address'")
+    address = os.environ.get("AISEMBLE_HTTP_ADDR") or (raw or {}).get("address", DEFAULT_HTTP_ADDRESS)
+    if not isinstance(address, str) or not _ADDRESS.match(address) or address.startswith("dns:"):
+        raise ConfigError(f"{path}: http: field 'address': {address!r} is not host:port")
+    return address
 
 
 def _supervisor(path: Path, raw: Any) -> SupervisorConfig:

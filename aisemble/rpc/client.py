@@ -41,6 +41,7 @@ __all__ = [
     "forwardable_metadata",
     "gateway_target",
     "open_channel",
+    "registry_target",
     "server_keepalive_options",
     "target_for",
 ]
@@ -82,6 +83,13 @@ def gateway_target(mesh: MeshConfig | None, explicit: str | None = None) -> str 
     if explicit:
         return explicit
     return target_for(mesh.gateway.addresses) if mesh is not None else None
+
+
+def registry_target(mesh: MeshConfig | None, explicit: str | None = None) -> str | None:
+    """Where a process reaches the registry service (the control plane): `explicit`, else the mesh's."""
+    if explicit:
+        return explicit
+    return target_for(mesh.registry.addresses) if mesh is not None and mesh.registry is not None else None
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,18 @@ def channel_options(
     return options
 
 
+#: A server closes each connection (GOAWAY, calls in flight finish) after this long, so that clients dialling
+#: `dns:///name:port` resolve again and spread over replicas added since (gRPC re-resolves on a lost connection).
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+
+
 def server_keepalive_options() -> list[tuple[str, object]]:
-    """Server options that accept the clients' keepalive pings (gRPC's default would answer too_many_pings)."""
+    """Server options that accept the clients' keepalive pings (gRPC's default would answer too_many_pings) and
+    age connections out (MAX_CONNECTION_AGE_MS)."""
     return [
         ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
     ]
 
 

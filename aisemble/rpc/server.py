@@ -14,15 +14,17 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aisemble.config.mesh import MeshConfig
+from aisemble.config.mesh import MeshConfig, listen_address
+from aisemble.config.security import address_is_loopback
 from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
-from aisemble.rpc.client import Peer, gateway_target, server_keepalive_options
+from aisemble.rpc.client import Peer, server_keepalive_options
+from aisemble.rpc.client import registry_target as registry_target_of
 from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorAndMetricsInterceptor, RequestValidationInterceptor
 from aisemble.rpc.metrics import RpcMetrics, serve_metrics
 from aisemble.rpc.telemetry import configure_tracing
-from aisemble.rpc.tls import mesh_gateway_peer
+from aisemble.rpc.tls import registry_peer as registry_peer_of
 
 __all__ = [
     "AisembleServer",
@@ -51,12 +53,16 @@ class ServerConfig:
     credentials: TLS for the listener (None: plaintext; the mesh's services get mTLS from aisemble.rpc.tls).
     max_concurrent_rpcs / max_concurrent_streams: unary and streaming calls in flight (health is outside both).
     interceptors: more server interceptors (the gateway's auth), inside the error mapping and the limits.
+    health_port: a second, plaintext listener serving grpc.health.v1 only (-1: none; 0: any free port), for probes
+    that cannot speak the main port's mTLS (Kubernetes' gRPC probes); it binds the main address's host when that
+    is loopback, else every interface.
     """
 
     name: str
     address: str = "127.0.0.1:0"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no metrics endpoint; 0: any free port
+    health_port: int = -1
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_rpcs: int | None = 256
     max_concurrent_streams: int | None = 256
@@ -97,6 +103,9 @@ class AisembleServer:
         self._on_stop = list(on_stop)
         self._on_start = list(on_start)
         self._server: aio.Server | None = None
+        self._health_server: aio.Server | None = None
+        self._companions: list[AisembleServer] = []
+        self.health_port: int | None = None
         self._stopped = asyncio.Event()
 
     def _build(self) -> aio.Server:
@@ -121,21 +130,31 @@ class AisembleServer:
         backstop = None if None in limits else sum(limit or 0 for limit in limits) + 64
         return aio.server(interceptors=interceptors, options=options, maximum_concurrent_rpcs=backstop)
 
+    def add_companion(self, other: AisembleServer) -> None:
+        """Run `other` in this process with this server: started before it (so this one reaches it as it starts),
+        stopped after it (e.g. a gateway and the registry it follows, in one test process)."""
+        self._companions.append(other)
+
     async def start(self) -> int:
         """Bind and start serving, then load the preloaded models; returns the bound port."""
+        for companion in self._companions:
+            await companion.start()
         server = self._server = self._build()
         for binding in self.bindings:
             binding.add_to_server(binding.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [b.full_name for b in self.bindings]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = listen_address(self.config.address)
         if self.config.credentials is not None:
-            self.port = server.add_secure_port(self.config.address, self.config.credentials)
+            self.port = server.add_secure_port(address, self.config.credentials)
         else:
-            self.port = server.add_insecure_port(self.config.address)
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"could not bind {self.config.address}")
+            raise OSError(f"could not bind {address}")
         await server.start()
+        if self.config.health_port >= 0:
+            await self._start_health_listener(address)
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", not_serving)
         for name in names:
@@ -152,6 +171,17 @@ class AisembleServer:
             await hook()
         await self.set_serving(True)
         return self.port
+
+    async def _start_health_listener(self, address: str) -> None:
+        """The plaintext health-only listener (config.health_port), sharing this server's health statuses."""
+        host = "127.0.0.1" if address_is_loopback(address) else "[::]"
+        self._health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        self.health_port = self._health_server.add_insecure_port(f"{host}:{self.config.health_port}")
+        if self.health_port == 0:
+            raise OSError(f"could not bind the health port {host}:{self.config.health_port}")
+        await self._health_server.start()
+        log.info("%s health checks (plaintext) on port %d", self.config.name, self.health_port)
 
     async def set_serving(self, serving: bool) -> None:
         """Set the overall and per-service health entries."""
@@ -175,6 +205,10 @@ class AisembleServer:
                 await hook()
             except Exception:
                 log.exception("a shutdown hook failed")
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+        for companion in self._companions:
+            await companion.stop(grace_s)
         self._stopped.set()
         log.info("%s stopped", self.config.name)
 
@@ -215,10 +249,10 @@ def model_service_server(
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     registry_peer: Peer | None = None,
 ) -> AisembleServer:
-    """The server of a model service: it hosts `host`'s models and follows the registry (registry_target, default
-    the mesh's gateway; reached as registry_peer, default with the mesh key) so that a model registered at run
-    time is loaded at once."""
-    target = gateway_target(mesh, registry_target)
-    peer = registry_peer or mesh_gateway_peer(mesh, service)
+    """The server of a model service: it hosts `host`'s models and follows the registry service (registry_target,
+    default the mesh's registry; reached as registry_peer, default with the mesh key) so that a model registered
+    at run time is loaded at once."""
+    target = registry_target_of(mesh, registry_target)
+    peer = registry_peer or registry_peer_of(mesh, service)
     on_start, stop_following = follow_registry_hooks(target, service, host, peer)
     return AisembleServer(config, bindings, model_host=host, on_start=on_start, on_stop=[*stop_following, *on_stop])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ __all__ = [
     "gateway_peer",
     "gateway_server_credentials",
     "mesh_gateway_peer",
+    "registry_peer",
     "service_peer",
     "service_server_credentials",
 ]
@@ -90,3 +92,10 @@ def mesh_gateway_peer(mesh: MeshConfig | None, identity: str) -> Peer:
     """How a mesh process (a composer, a follower, the fine-tuning service) reaches the gateway: as gateway_peer,
     with the mesh key (<state>/credentials/mesh.key, or $AISEMBLE_API_KEY / $AISEMBLE_API_KEY_FILE)."""
     return gateway_peer(mesh.security if mesh is not None else None, identity, api_key("mesh.key"))
+
+
+def registry_peer(mesh: MeshConfig | None, identity: str) -> Peer:
+    """How a mesh process (a gateway, a service's follower, the fine-tuning publisher) reaches the registry
+    service: over mTLS as `identity` when the mesh has it, with the mesh key."""
+    peer = service_peer(mesh.security, "registry", identity) if mesh is not None else Peer()
+    return replace(peer, api_key=api_key("mesh.key"))

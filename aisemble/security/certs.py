@@ -17,8 +17,9 @@ from aisemble.security.keys import write_private
 
 __all__ = ["MEMBERS", "CertificateAuthority", "IssuedCertificate", "member_files"]
 
-#: Every mesh member that gets a certificate: the services, the gateway, and `cli` (the launcher, the CLI).
-MEMBERS = ("gateway", "llm", "nlp", "vision", "ensemble", "multimodal", "finetune", "cli")
+#: Every mesh member that gets a certificate: the services, the gateway, the registry, the HTTP facade, and `cli`
+#: (the launcher, the CLI).
+MEMBERS = ("gateway", "registry", "llm", "nlp", "vision", "ensemble", "multimodal", "finetune", "http", "cli")
 _CA_DAYS = 3650
 _LEAF_DAYS = 397
 

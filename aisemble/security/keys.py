@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -35,8 +36,12 @@ _PREFIX = "ais"
 
 
 def default_keys_path() -> Path:
-    """<state>/auth/keys.json."""
-    return state_dir() / "auth" / "keys.json"
+    """$AISEMBLE_KEYS_FILE (e.g. a mounted Kubernetes Secret), else <state>/auth/keys.json."""
+    return (
+        Path(os.environ["AISEMBLE_KEYS_FILE"])
+        if os.environ.get("AISEMBLE_KEYS_FILE")
+        else state_dir() / "auth" / "keys.json"
+    )
 
 
 def _digest(secret: str) -> str:

@@ -13,12 +13,18 @@ from aisemble.config.state import state_dir
 from aisemble.errors import ResourceExhaustedError
 from aisemble.security.keys import ApiKey, write_private
 
-__all__ = ["KeyUsage", "QuotaBook", "UsageFile", "default_usage_path"]
+__all__ = ["KeyUsage", "QuotaBook", "UsageFile", "default_usage_path", "gateway_usage_path", "total_usage"]
 
 
 def default_usage_path() -> Path:
-    """<state>/auth/usage.json: per-key totals, written by the gateway, read by `aisemble keys list`."""
+    """<state>/auth/usage.json: per-key totals of a gateway built without a replica address."""
     return state_dir() / "auth" / "usage.json"
+
+
+def gateway_usage_path(address: str) -> Path:
+    """<state>/auth/usage/<address>.json: one gateway replica's per-key totals (each replica writes its own)."""
+    name = "".join(c if c.isalnum() or c in ".-" else "_" for c in address)
+    return state_dir() / "auth" / "usage" / f"{name}.json"
 
 
 @dataclass
@@ -136,3 +142,18 @@ class UsageFile:
         """Replace the file with these totals."""
         document = {"format": 1, "keys": {key: asdict(value) for key, value in usage.items()}}
         write_private(self.path, json.dumps(document, indent=2) + "\n")
+
+
+def total_usage() -> dict[str, KeyUsage]:
+    """Every gateway replica's per-key totals in this state directory, summed (for `aisemble keys list`)."""
+    totals: dict[str, KeyUsage] = {}
+    folder = state_dir() / "auth" / "usage"
+    files = [default_usage_path(), *(sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+    for path in files:
+        for key, used in UsageFile(path).read().items():
+            total = totals.setdefault(key, KeyUsage())
+            total.requests += used.requests
+            total.output_tokens += used.output_tokens
+            total.cost += used.cost
+            total.rejected += used.rejected
+    return totals

@@ -10,9 +10,9 @@ from aisemble.config.mesh import MeshConfig
 from aisemble.config.models import ModelSpec
 from aisemble.config.state import state_dir
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
-from aisemble.rpc.client import gateway_target
+from aisemble.rpc.client import registry_target as registry_target_of
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
-from aisemble.rpc.tls import mesh_gateway_peer
+from aisemble.rpc.tls import registry_peer
 from aisemble.store.model_store import ModelStore, default_store_root
 from services.finetune.limits import FineTuneLimits
 from services.finetune.registry_client import RegistryClient
@@ -39,15 +39,15 @@ def build_server(
     limits: FineTuneLimits | None = None,
     worker_target: Any = None,
 ) -> AisembleServer:
-    """The fine-tuning service. Base models are looked up in the gateway's registry (registry_target, default
-    the mesh's gateway), else in `models`; results are registered there. It hosts no model itself."""
-    target = gateway_target(mesh, registry_target)
+    """The fine-tuning service. Base models are looked up in the registry service (registry_target, default
+    the mesh's registry), else in `models`; results are registered there directly. It hosts no model itself."""
+    target = registry_target_of(mesh, registry_target)
     timeout_s = (limits or FineTuneLimits()).registry_timeout_s
     runner = JobRunner(
         data_dir=data_dir or default_data_dir(),
         store=store or ModelStore(default_store_root()),
         models=models,
-        registry=RegistryClient(target, timeout_s, mesh_gateway_peer(mesh, "finetune")) if target else None,
+        registry=RegistryClient(target, timeout_s, registry_peer(mesh, "finetune")) if target else None,
         limits=limits,
         worker_target=worker_target,
     )

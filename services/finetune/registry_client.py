@@ -1,4 +1,4 @@
-"""The fine-tuning service's view of the gateway's model registry: look a model up, register a result."""
+"""The fine-tuning service's client of the registry service: look a model up, register a result."""
 
 from __future__ import annotations
 

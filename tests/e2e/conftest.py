@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -24,35 +25,67 @@ from entrypoints.launcher import peer_of
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["llm", "nlp", "vision", "multimodal", "ensemble", "finetune"]
-#: Tests that stop the session's mesh: they run after every other test of the session, whatever the order asked.
+#: Tests that look back on the whole session (run after the others), and tests that stop the session's mesh
+#: (run last of all), whatever the order asked.
+LOOKS_BACK = ("test_using_the_mesh_leaves_the_checkout_as_it_was",)
 STOPS_THE_MESH = ("test_ctrl_c_stops_everything",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Move the tests that stop the mesh to the end (starting a second mesh would cost about a minute)."""
+    late = [item for item in items if item.name in LOOKS_BACK]
     last = [item for item in items if item.name in STOPS_THE_MESH]
-    items[:] = [item for item in items if item.name not in STOPS_THE_MESH] + last
+    items[:] = [item for item in items if item.name not in (*LOOKS_BACK, *STOPS_THE_MESH)] + late + last
 
 
-def _free_port() -> int:
+def _free_port(run: int = 1) -> int:
+    """A free port on 127.0.0.1 (with run > 1: the first of that many consecutive free ports)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port + run <= 65535 and all(_is_free(port + i) for i in range(1, run)):
+            return port
+
+
+def _is_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+#: The session mesh runs the shipped topology's replication: two gateways, and two NLP replicas (metrics on
+#: consecutive ports) to prove the balancing and the failover.
+NLP_REPLICAS = 2
 
 
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory):
-    """`aisemble up` on free ports with the shipped models, from a private config folder.
+    """`aisemble up` on free ports with the shipped models, from a private config folder: the registry, two
+    gateways, every service (NLP with two replicas).
 
-    Yields (plaintext channel to the gateway, the `aisemble up` process, the config folder, its output so far).
+    Yields (plaintext channel to the first gateway, the `aisemble up` process, the config folder, its output so
+    far). `git status` of the checkout before the mesh started is in <folder>/git-status-before.
     """
     folder = tmp_path_factory.mktemp("mesh-configs")
+    (folder / "git-status-before").write_text(git_status())
     shutil.copy(REPO / "configs" / "models.yaml", folder / "models.yaml")
     shutil.copy(REPO / "configs" / "selection.yaml", folder / "selection.yaml")
-    gateway = f"127.0.0.1:{_free_port()}"
-    lines = [f"gateway: {{address: '{gateway}'}}", "services:"]
-    lines += [f"  {name}: {{addresses: ['127.0.0.1:{_free_port()}']}}" for name in SERVICES]
-    (folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
+    gateways = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    gateway = gateways[0]
+    layout = {
+        "gateway": {"addresses": gateways},
+        "registry": {"addresses": [f"127.0.0.1:{_free_port()}"]},
+        "services": {name: {"addresses": [f"127.0.0.1:{_free_port()}"]} for name in SERVICES},
+    }
+    layout["services"]["nlp"] = {
+        "addresses": [f"127.0.0.1:{_free_port()}" for _ in range(NLP_REPLICAS)],
+        "metrics_port": _free_port(run=NLP_REPLICAS),
+    }
+    (folder / "mesh.yaml").write_text(yaml.safe_dump(layout, sort_keys=False))
     # Its own state directory: `aisemble up` makes the mesh CA, the certificates and the keys there.
     env = {
         **os.environ,
@@ -88,14 +121,28 @@ def mesh(tmp_path_factory):
     log.close()
 
 
+def git_status() -> str:
+    """`git status --porcelain` of the checkout (untracked files too): what using the mesh must never change."""
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def service_addresses(folder: Path) -> dict[str, str]:
-    """service name -> its address, from the test's mesh.yaml (the gateway's included)."""
-    found = {}
-    for line in (folder / "mesh.yaml").read_text().splitlines():
-        if "127.0.0.1" in line:
-            name = line.split(":", 1)[0].strip()
-            found[name] = line.split("'")[1]
+    """server name -> its (first replica's) address, from the test's mesh.yaml: the registry, every service and
+    the gateway."""
+    layout = yaml.safe_load((folder / "mesh.yaml").read_text())
+    found = {"registry": layout["registry"]["addresses"][0]}
+    found.update({name: entry["addresses"][0] for name, entry in layout["services"].items()})
+    found["gateway"] = layout["gateway"]["addresses"][0]
     return found
+
+
+def replica_addresses(folder: Path, name: str) -> list[str]:
+    """Every replica's address of one server ('gateway' or a service), from the test's mesh.yaml."""
+    layout = yaml.safe_load((folder / "mesh.yaml").read_text())
+    entry = layout["gateway"] if name == "gateway" else layout["services"][name]
+    return list(entry["addresses"])
 
 
 def state_mesh(folder: Path):

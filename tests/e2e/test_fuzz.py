@@ -28,10 +28,10 @@ from aisemble.llm.v1 import llm_service_pb2
 from aisemble.multimodal.v1 import multimodal_service_pb2
 from aisemble.nlp.v1 import nlp_service_pb2
 from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from aisemble.rpc.auth import required_role
 from aisemble.rpc.validation import enum_violations
 from aisemble.vision.v1 import vision_service_pb2
 from entrypoints.launcher import wait_healthy
-from gateway.auth import required_role
 from tests.assets.pictures import encode, png_bomb, render_line
 from tests.e2e.conftest import SERVICES, Target, call_metadata
 

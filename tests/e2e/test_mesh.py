@@ -152,11 +152,12 @@ def test_admin_rpcs_need_the_admin_key(mesh):
     """Without a key a DeregisterModel changes nothing; the admin key `aisemble up` made works and sees params."""
     channel, _process, folder, _ = mesh
     stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
-    before = (folder / "models.yaml").read_bytes()
+    state = folder / "state" / "registry" / "models.yaml"  # the registry service's state, seeded from the folder
+    before = state.read_bytes()
     with pytest.raises(grpc.RpcError) as caught:
         stub.DeregisterModel(rpb.DeregisterModelRequest(name="langid"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert (folder / "models.yaml").read_bytes() == before
+    assert state.read_bytes() == before
     anonymous = stub.GetModel(rpb.GetModelRequest(name="langid"), timeout=10).model
     assert not anonymous.model_path and not anonymous.params  # configuration is for admins only
     key_file = folder / "state" / "credentials" / "admin.key"

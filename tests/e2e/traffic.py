@@ -39,13 +39,20 @@ class Call:
 
 
 def read_processes(folder: Path) -> dict[str, dict[str, object]]:
-    """service -> its record in the launcher's processes.json (the mesh's state folder)."""
+    """service -> its record in the launcher's processes.json (the mesh's state folder); a service's later
+    replicas are `<service>#1`, `<service>#2`, ... in mesh.yaml's order."""
     path = folder / "state" / "mesh" / "processes.json"
     try:
         entries = json.loads(path.read_text())["processes"]
     except (FileNotFoundError, ValueError, KeyError):
         return {}
-    return {str(e["service"]): e for e in entries}
+    found: dict[str, dict[str, object]] = {}
+    for entry in entries:
+        name, index = str(entry["service"]), 0
+        while (name if index == 0 else f"{name}#{index}") in found:
+            index += 1
+        found[name if index == 0 else f"{name}#{index}"] = entry
+    return found
 
 
 def rss_kb(pid: int) -> int:

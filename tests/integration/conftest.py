@@ -31,9 +31,47 @@ async def llm(registry, store):
     await server.stop(grace_s=1)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def build_gateway(config, mesh, registry_path=None, store_root=None, registry_port=None, keys=None, **kwargs):
+    """A gateway and the registry service it follows (the one writer of `registry_path`, default the session
+    state's registry), in this process: the registry starts before the gateway and stops after it. The registry
+    server is `gateway.registry_server` (registry_port: where it listens, default a free port). With a keys file
+    of the test's own, both check it, and the gateway reaches the registry with a mesh key made in it."""
+    from dataclasses import replace
+
+    from aisemble.rpc.tls import registry_peer, service_server_credentials
+    from gateway.app import build_server
+    from services.registry.app import build_server as build_registry
+
+    address = f"127.0.0.1:{registry_port or free_port()}"
+    credentials = service_server_credentials(mesh.security, "registry")  # mTLS when the mesh has it
+    registry = build_registry(
+        ServerConfig(name="registry", address=address, credentials=credentials),
+        mesh,
+        path=registry_path,
+        store_root=store_root,
+        keys=keys,
+    )
+    peer = registry_peer(mesh, "gateway")
+    if keys is not None:
+        peer = replace(peer, api_key=keys.create("mesh", name="gateway-to-registry")[1])
+    gateway = build_server(config, mesh, registry_target=address, registry_peer=peer, keys=keys, **kwargs)
+    gateway.add_companion(registry)
+    gateway.registry_server = registry
+    return gateway
+
+
 def write_registry(path, registry, names):
     """A models.yaml holding only the named entries of the shipped registry."""
-    from gateway.registry import write_models_file
+    from services.registry.store import write_models_file
 
     write_models_file(path, [registry[name] for name in names])
     return path

@@ -12,9 +12,8 @@ from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
 from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from services.ensemble.app import build_server as build_ensemble
-from tests.integration.conftest import LLM_MODELS, mesh_for, write_registry
+from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, write_registry
 
 
 @pytest.fixture

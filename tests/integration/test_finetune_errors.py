@@ -25,11 +25,10 @@ from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig
 from aisemble.store.model_store import ModelStore
-from gateway.app import build_server as build_gateway
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 #: Base artifacts linked into the temporary store.
 BASE_ARTIFACTS = ("minilm-l6", "smollm2-135m-instruct", "langid")

@@ -21,10 +21,9 @@ from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits
-from tests.integration.conftest import mesh_for
+from tests.integration.conftest import build_gateway, mesh_for
 from tests.integration.test_finetune_errors import (
     TWO_LABELS,
     classification_examples,

@@ -16,9 +16,8 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
-from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import LLM_MODELS, mesh_for, wait_serving, write_registry
+from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, wait_serving, write_registry
 
 CAPITAL = [pb.ChatMessage(role=pb.CHAT_ROLE_USER, content="What is the capital of France?")]
 REGISTERED = (*LLM_MODELS, "minilm-l6", "yolov8-fall")

@@ -14,9 +14,8 @@ from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import LLM_MODELS, mesh_for, wait_serving, write_registry
+from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, wait_serving, write_registry
 
 # 40,000 digits: Python's backtracking re took ~18 s on '\d+\s*[-+*/^]\s*\d+' over them, on the event loop.
 DIGITS = "7" * 40_000

@@ -20,10 +20,9 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from entrypoints.launcher import wait_healthy
-from gateway.app import build_server as build_gateway
-from gateway.registry import write_models_file
+from services.registry.store import write_models_file
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 MODEL = "smollm2-135m-onnx"
 

@@ -23,11 +23,10 @@ from aisemble.rpc.tls import service_peer, service_server_credentials
 from aisemble.security.bootstrap import ensure_certificates
 from aisemble.security.keys import KeyFile, write_private
 from aisemble.security.quotas import UsageFile
-from gateway.app import build_server as build_gateway
 from services.ensemble.app import build_server as build_ensemble
 from services.llm.app import build_server as build_llm
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 MODEL, OTHER = "smollm2-135m-onnx", "smollm2-135m"
 
@@ -64,30 +63,32 @@ async def tls_mesh(certificates, registry, store, tmp_path_factory):
     )
     await llm.start()
     mesh = replace(mesh_for(), security=security)
-    key_file = folder / "mesh.key"  # the ensemble reaches the gateway with this keys file's mesh key
+    key_file = folder / "mesh.key"
     write_private(key_file, mesh_secret)
     previous = os.environ.get("AISEMBLE_API_KEY_FILE")
     os.environ["AISEMBLE_API_KEY_FILE"] = str(key_file)
-    try:
+    try:  # the ensemble and the gateway reach the mesh with the mesh key of this test's keys file
         ensemble = build_ensemble(
             ServerConfig(name="ensemble", credentials=service_server_credentials(security, "ensemble")),
             mesh,
             gateway_target=f"127.0.0.1:{gateway_port}",
+        )
+        await ensemble.start()
+        gateway = build_gateway(
+            ServerConfig(name="gateway", address=f"127.0.0.1:{gateway_port}"),
+            replace(
+                mesh_for(llm=[f"127.0.0.1:{llm.port}"], ensemble=[f"127.0.0.1:{ensemble.port}"]), security=security
+            ),
+            registry_path=write_registry(folder / "models.yaml", registry, [MODEL, OTHER]),
+            store_root=store.root,
+            keys=keys,
+            usage=UsageFile(folder / "usage.json"),
         )
     finally:
         if previous is None:
             del os.environ["AISEMBLE_API_KEY_FILE"]
         else:
             os.environ["AISEMBLE_API_KEY_FILE"] = previous
-    await ensemble.start()
-    gateway = build_gateway(
-        ServerConfig(name="gateway", address=f"127.0.0.1:{gateway_port}"),
-        replace(mesh_for(llm=[f"127.0.0.1:{llm.port}"], ensemble=[f"127.0.0.1:{ensemble.port}"]), security=security),
-        registry_path=write_registry(folder / "models.yaml", registry, [MODEL, OTHER]),
-        store_root=store.root,
-        keys=keys,
-        usage=UsageFile(folder / "usage.json"),
-    )
     await gateway.start()
     yield gateway_port, llm.port, keys, security
     for server in (gateway, ensemble, llm):

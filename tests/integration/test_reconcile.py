@@ -1,5 +1,5 @@
 """Services converge on the registry: a failed load is retried until it works, and a model removed while the
-follower was away (the gateway down) is unloaded when it is back. Real NLP server, real fastText model."""
+follower was away (the registry service down) is unloaded when it is back. Real NLP server, real fastText model."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aisemble.hosting import host as host_module
 from aisemble.rpc.server import ServerConfig
 from aisemble.store.model_store import ModelStore
-from gateway.app import build_server as build_gateway
 from services.nlp.app import build_server as build_nlp
+from services.registry.app import build_server as build_registry
 from tests.integration.conftest import mesh_for, write_registry
 
 MODEL = "langid"
@@ -67,21 +67,21 @@ async def test_a_model_removed_while_the_follower_was_away_is_unloaded(registry,
     nlp = build_nlp(ServerConfig(name="nlp"), None, {}, store=store, registry_target=f"127.0.0.1:{port}")
     await start_server(nlp)
 
-    def gateway(names):
-        return build_gateway(
-            ServerConfig(name="gateway", address=f"127.0.0.1:{port}"),
-            mesh_for(nlp=[f"127.0.0.1:{nlp.port}"]),
-            registry_path=write_registry(tmp_path / f"models-{len(names)}.yaml", registry, names),
+    def registry_service(names):
+        return build_registry(
+            ServerConfig(name="registry", address=f"127.0.0.1:{port}"),
+            mesh_for(),
+            path=write_registry(tmp_path / f"models-{len(names)}.yaml", registry, names),
             store_root=store.root,
         )
 
-    first = gateway([MODEL, "minilm-l6"])
+    first = registry_service([MODEL, "minilm-l6"])
     await first.start()
     await _until(lambda: all(nlp.model_host.models.get(m) is not None for m in (MODEL, "minilm-l6")))
     await _until(lambda: nlp.model_host.models[MODEL].state.value == "ready")
     await first.stop(grace_s=0.2)
-    # While the gateway is away, the registry loses langid (an operator edited the file, say).
-    second = gateway(["minilm-l6"])
+    # While the registry service is away, its state loses langid (an operator edited the file, say).
+    second = registry_service(["minilm-l6"])
     await second.start()
     try:
         await _until(lambda: MODEL not in nlp.model_host.models, seconds=30)

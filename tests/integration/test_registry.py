@@ -20,9 +20,8 @@ from aisemble.config.models import load_models
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 
 @pytest.fixture
@@ -174,7 +173,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from aisemble.config.models import model_from_mapping
-    from gateway.registry import write_models_file
+    from services.registry.store import write_models_file
     path = sys.argv[1]
     i = 0
     while True:

@@ -14,9 +14,8 @@ from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from services.llm.app import build_server as build_llm
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 
 def _free_port() -> int:
@@ -34,15 +33,18 @@ async def _until(predicate, seconds: float = 60.0) -> None:
 
 
 async def test_registered_model_is_loaded_and_served(registry, store, tmp_path, start_server):
-    gateway_port = _free_port()
-    llm_server = build_llm(ServerConfig(name="llm"), None, {}, store=store, registry_target=f"127.0.0.1:{gateway_port}")
+    registry_port = _free_port()  # the LLM service follows the registry service there, as in the mesh
+    llm_server = build_llm(
+        ServerConfig(name="llm"), None, {}, store=store, registry_target=f"127.0.0.1:{registry_port}"
+    )
     await start_server(llm_server)
     path = write_registry(tmp_path / "models.yaml", registry, ["minilm-l6"])
     gateway_server = build_gateway(
-        ServerConfig(name="gateway", address=f"127.0.0.1:{gateway_port}"),
+        ServerConfig(name="gateway"),
         mesh_for(llm=[f"127.0.0.1:{llm_server.port}"]),
         registry_path=path,
         store_root=store.root,
+        registry_port=registry_port,
     )
     channel = await start_server(gateway_server, admin=True)
     registry_stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)

@@ -32,12 +32,11 @@ from aisemble.store.builder import StoreBuilder
 from aisemble.store.model_store import ModelStore
 from aisemble.vision.v1 import vision_service_pb2 as vpb
 from aisemble.vision.v1 import vision_service_pb2_grpc
-from gateway.app import build_server as build_gateway
 from services.llm.app import build_server as build_llm
 from services.vision.app import build_server as build_vision
 from tests.assets.pictures import bus_jpg
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 # --- payloads: files that run code when a loader trusts them ---
 

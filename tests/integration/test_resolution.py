@@ -9,9 +9,8 @@ import pytest
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
-from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, write_registry
 
 
 @pytest.fixture

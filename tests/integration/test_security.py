@@ -20,9 +20,8 @@ from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding
 from aisemble.security.keys import KeyFile
 from aisemble.security.quotas import UsageFile
-from gateway.app import build_server as build_gateway
 from tests.conftest import status_details
-from tests.integration.conftest import LLM_MODELS, mesh_for, wait_serving, write_registry
+from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, wait_serving, write_registry
 
 ONNX, TORCH = "smollm2-135m-onnx", "smollm2-135m"
 

@@ -11,7 +11,7 @@ from aisemble.config.security import ProviderPolicy
 from aisemble.errors import Code, FailedPreconditionError, InvalidArgumentError
 from aisemble.store.builder import StoreBuilder
 from aisemble.store.model_store import ModelStore
-from gateway.registry import ModelRegistry, provider_violations, store_path_violations, write_models_file
+from services.registry.store import ModelRegistry, provider_violations, store_path_violations, write_models_file
 from services.vision.backends.artifacts import model_files, verify_store_file
 
 

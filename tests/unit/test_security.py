@@ -14,11 +14,11 @@ from aisemble.config.mesh import load_mesh
 from aisemble.config.schema import ConfigError
 from aisemble.config.security import address_is_loopback
 from aisemble.errors import InvalidArgumentError, ResourceExhaustedError
+from aisemble.rpc.auth import required_role
 from aisemble.rpc.client import forwardable_metadata
 from aisemble.security.bootstrap import ensure_certificates, ensure_local_key
 from aisemble.security.keys import KeyFile, KeyRing, key_id_of
 from aisemble.security.quotas import QuotaBook
-from gateway.auth import required_role
 
 
 def test_a_key_is_shown_once_and_stored_only_as_a_digest(tmp_path: Path) -> None:

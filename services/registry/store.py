@@ -1,21 +1,23 @@
-"""The model registry: a validated view of configs/models.yaml, atomic serialised writes, and change watchers."""
+"""The registry's store: models.yaml in the state directory, seeded from configs/; validated atomic writes; watchers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from aisemble.config.models import ModelSpec, load_models, model_to_mapping
+from aisemble.config.schema import CONFIG_DIR
 from aisemble.config.security import ProviderPolicy
-from aisemble.config.state import write_atomically
+from aisemble.config.state import state_dir, write_atomically
 from aisemble.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -23,22 +25,22 @@ from aisemble.errors import (
     InvalidArgumentError,
     ModelNotFoundError,
 )
+from aisemble.rpc.registry_servicer import ModelChange
 
-__all__ = ["ModelChange", "ModelRegistry", "provider_violations", "store_path_violations", "write_models_file"]
+__all__ = [
+    "ModelRegistry",
+    "default_registry_path",
+    "provider_violations",
+    "seed_registry",
+    "store_path_violations",
+    "write_models_file",
+]
 
 log = logging.getLogger(__name__)
 
 #: The variable an OpenAI entry reads its API key from when params.api_key_env is not set.
 _DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 _HEADER = "# The model registry (see the comment block of the shipped file for the fields).\n"
-
-
-@dataclass(frozen=True)
-class ModelChange:
-    """One change seen by watchers: kind is 'added', 'updated' or 'removed'."""
-
-    kind: str
-    spec: ModelSpec
 
 
 def _leading_comments(path: Path) -> str:
@@ -152,8 +154,55 @@ def write_models_file(path: Path, specs: Iterable[ModelSpec]) -> None:
     write_atomically(path, text)
 
 
+def default_registry_path() -> Path:
+    """<state>/registry/models.yaml: the registry's state, never the shipped configs/models.yaml."""
+    return state_dir() / "registry" / "models.yaml"
+
+
+def _digest(spec: ModelSpec) -> str:
+    return hashlib.sha256(json.dumps(model_to_mapping(spec), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seed_registry(path: Path, seed: Path | None = None) -> None:
+    """Bring the registry's state file in step with the shipped seed (configs/models.yaml, read-only).
+
+    The first start copies the seed (its comments too). Later starts merge what a newer seed brings: an entry
+    the state has never seen is added, a seed entry the state still holds unchanged is updated to the new seed;
+    an entry the operator changed or deregistered stays as the operator left it. <state>/registry/seed.json
+    remembers which seed entries were applied (by digest).
+    """
+    seed = seed or CONFIG_DIR / "models.yaml"
+    applied_path = path.with_name("seed.json")
+    seeded = {spec.name: spec for spec in load_models(seed).values()}
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, seed.read_text(encoding="utf-8"))
+        write_atomically(applied_path, json.dumps({n: _digest(s) for n, s in seeded.items()}, indent=1))
+        log.info("registry: seeded %s from %s (%d models)", path, seed, len(seeded))
+        return
+    try:
+        applied: dict[str, str] = json.loads(applied_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        applied = {}
+    models = load_models(path)
+    changed = []
+    for name, spec in seeded.items():
+        digest = _digest(spec)
+        if applied.get(name) == digest:
+            continue
+        current = models.get(name)
+        if (name not in applied and current is None) or (current is not None and _digest(current) == applied.get(name)):
+            models[name] = spec
+            changed.append(name)
+        applied[name] = digest
+    if changed:
+        write_models_file(path, models.values())
+        log.info("registry: %s brought from the seed %s: %s", path, seed, ", ".join(changed))
+    write_atomically(applied_path, json.dumps(applied, indent=1))
+
+
 class ModelRegistry:
-    """Registered models, backed by a models.yaml file that only this class writes.
+    """Registered models, backed by a models.yaml file that only this class (in the registry service) writes.
 
     Writes are validated first, serialised (an asyncio lock in-process, flock across processes)
     and atomic. Watchers get every change through a bounded queue. A write may name files inside the model

@@ -1,4 +1,4 @@
-"""Who may call what at the gateway: API keys, roles per RPC, models per key, quotas; one server interceptor."""
+"""Who may call what: API keys, roles per RPC, models per key, quotas; one server interceptor (gateway and registry)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,18 @@ class Authenticator:
             raise UnauthenticatedError(
                 "the API key is revoked" if key is not None else "the API key is not valid", reason=reason
             )
+        if key.role == "mesh" and on_behalf and on_behalf != "-":
+            # The mesh acts for a caller (a composer, a gateway forwarding a registry write): the caller's role counts.
+            caller = self.keys.get(on_behalf)
+            if caller is None or not caller.active:
+                raise UnauthenticatedError("the caller's key is no longer valid", reason="API_KEY_REVOKED")
+            if roles is not None and caller.role not in roles:
+                raise PermissionDeniedError(
+                    f"key {caller.key_id} (role {caller.role}) may not call {method.rsplit('/', 1)[-1]}",
+                    reason="ROLE_NOT_ALLOWED",
+                    metadata={"key_id": caller.key_id, "role": caller.role},
+                )
+            return Principal(caller, on_behalf=True)
         if roles is not None and key.role not in roles:
             self._count("rejected", key, reason="ROLE_NOT_ALLOWED")
             raise PermissionDeniedError(
@@ -153,17 +165,8 @@ class Authenticator:
                 reason="ROLE_NOT_ALLOWED",
                 metadata={"key_id": key.key_id, "role": key.role},
             )
-        if key.role == "mesh" and on_behalf:
-            caller = None if on_behalf == "-" else self.keys.get(on_behalf)
-            if on_behalf != "-" and (caller is None or not caller.active):
-                raise UnauthenticatedError("the caller's key is no longer valid", reason="API_KEY_REVOKED")
-            if caller is not None and roles is not None and caller.role not in roles:
-                raise PermissionDeniedError(
-                    f"key {caller.key_id} (role {caller.role}) may not call {method.rsplit('/', 1)[-1]}",
-                    reason="ROLE_NOT_ALLOWED",
-                    metadata={"key_id": caller.key_id, "role": caller.role},
-                )
-            return Principal(caller, on_behalf=True)
+        if key.role == "mesh" and on_behalf == "-":
+            return Principal(None, on_behalf=True)  # for an anonymous caller of an open mesh
         return Principal(key)
 
     def admit(self, method: str, metadata: Any) -> Principal | None:

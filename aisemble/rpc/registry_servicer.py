@@ -1,0 +1,152 @@
+"""aisemble.registry.v1.ModelRegistryService over a catalogue of models (the registry service's store, a gateway's
+view of it): list, get, register, deregister, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from grpc import aio
+
+from aisemble.common.v1 import common_pb2
+from aisemble.config.models import ModelSpec
+from aisemble.errors import InvalidArgumentError, ResourceExhaustedError, UnimplementedError
+from aisemble.registry.v1 import registry_service_pb2 as pb
+from aisemble.registry.v1 import registry_service_pb2_grpc
+from aisemble.resolution import AUTO
+from aisemble.rpc.auth import current_principal
+from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
+
+__all__ = ["ModelCatalogue", "ModelChange", "RegistryServicer"]
+
+_CHANGE = {"added": pb.CHANGE_TYPE_ADDED, "updated": pb.CHANGE_TYPE_UPDATED, "removed": pb.CHANGE_TYPE_REMOVED}
+_MAX_PAGE = 1000
+#: What a registry entry says about where and how a model runs: shown to admins and the mesh only.
+_CONFIGURATION_FIELDS = ("model_path", "endpoint", "params")
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """One change seen by watchers: kind is 'added', 'updated' or 'removed'."""
+
+    kind: str
+    spec: ModelSpec
+
+
+class ModelCatalogue(Protocol):
+    """What the servicer serves: the registry's own store, or a gateway's followed view of it."""
+
+    def all(self) -> list[ModelSpec]: ...
+
+    def get(self, name: str) -> ModelSpec: ...
+
+    def watch(self) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[ModelChange | None]]: ...
+
+    async def register(
+        self, spec: ModelSpec, replace_existing: bool = False, validate_only: bool = False
+    ) -> ModelSpec: ...
+
+    async def deregister(self, name: str) -> ModelSpec: ...
+
+
+class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
+    """The registry contract over a catalogue. Callers see the models their key allows; endpoints, params and
+    store paths only with an admin or mesh key. ResolveModel belongs to the gateway (it selects models)."""
+
+    def __init__(self, catalogue: ModelCatalogue) -> None:
+        self.catalogue = catalogue
+
+    def describe(self, spec: ModelSpec) -> pb.Model:
+        """The entry as a message (the gateway adds live health and figures)."""
+        return model_to_proto(spec)
+
+    def _proto(self, spec: ModelSpec) -> pb.Model:
+        """The entry as this caller may see it."""
+        model = self.describe(spec)
+        if not current_principal.get().sees_configuration:
+            for name in _CONFIGURATION_FIELDS:
+                model.ClearField(name)
+        return model
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: aio.ServicerContext) -> pb.ListModelsResponse:
+        if request.page_size < 0:
+            raise InvalidArgumentError.for_field("page_size", "must be >= 0")
+        try:
+            offset = int(request.page_token or "0")
+        except ValueError:
+            raise InvalidArgumentError.for_field("page_token", "is not a token this server issued") from None
+        task = TASK_FROM_PROTO.get(request.task) if request.task != common_pb2.TASK_UNSPECIFIED else None
+        principal = current_principal.get()
+        specs = [
+            spec
+            for spec in self.catalogue.all()
+            if principal.allows_model(spec.name)
+            and (task is None or spec.task == task)
+            and (not request.domain or request.domain in spec.domains)
+            and (not request.provider or request.provider == spec.provider)
+            and (not request.language or request.language in spec.languages)
+        ]
+        size = min(request.page_size or _MAX_PAGE, _MAX_PAGE)
+        page = specs[offset : offset + size]
+        next_token = str(offset + size) if offset + size < len(specs) else ""
+        return pb.ListModelsResponse(models=[self._proto(s) for s in page], next_page_token=next_token)
+
+    async def GetModel(self, request: pb.GetModelRequest, context: aio.ServicerContext) -> pb.GetModelResponse:
+        if not request.name:
+            raise InvalidArgumentError.for_field("name", "is required")
+        current_principal.get().check_model(request.name)
+        return pb.GetModelResponse(model=self._proto(self.catalogue.get(request.name)))
+
+    async def RegisterModel(
+        self, request: pb.RegisterModelRequest, context: aio.ServicerContext
+    ) -> pb.RegisterModelResponse:
+        if not request.HasField("model"):
+            raise InvalidArgumentError.for_field("model", "is required")
+        if request.model.name == AUTO:
+            raise InvalidArgumentError.for_field("model.name", "'auto' is reserved for automatic selection")
+        registered = await self.catalogue.register(
+            spec_from_proto(request.model),
+            replace_existing=request.replace_existing,
+            validate_only=request.validate_only,
+        )
+        return pb.RegisterModelResponse(model=self._proto(registered))
+
+    async def DeregisterModel(
+        self, request: pb.DeregisterModelRequest, context: aio.ServicerContext
+    ) -> pb.DeregisterModelResponse:
+        if not request.name:
+            raise InvalidArgumentError.for_field("name", "is required")
+        removed = await self.catalogue.deregister(request.name)
+        return pb.DeregisterModelResponse(model=model_to_proto(removed))
+
+    async def WatchModels(
+        self, request: pb.WatchModelsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchModelsResponse]:
+        principal = current_principal.get()
+        async with self.catalogue.watch() as changes:
+            if request.send_current_models:
+                for spec in self.catalogue.all():
+                    if principal.allows_model(spec.name):
+                        yield pb.WatchModelsResponse(change_type=pb.CHANGE_TYPE_ADDED, model=self._proto(spec))
+            while True:
+                change = await changes.get()
+                if change is None:
+                    raise ResourceExhaustedError(
+                        "this watcher fell behind the registry's changes; reconnect with send_current_models",
+                        reason="WATCHER_TOO_SLOW",
+                        retry_after_s=0.0,
+                    )
+                if principal.allows_model(change.spec.name):
+                    yield pb.WatchModelsResponse(change_type=_CHANGE[change.kind], model=self._proto(change.spec))
+                await asyncio.sleep(0)
+
+    async def ResolveModel(
+        self, request: pb.ResolveModelRequest, context: aio.ServicerContext
+    ) -> pb.ResolveModelResponse:
+        raise UnimplementedError(
+            "the registry service stores models; selection (ResolveModel) is the gateway's: call it there",
+            reason="ASK_THE_GATEWAY",
+        )
