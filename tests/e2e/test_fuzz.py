@@ -61,7 +61,8 @@ SERVICE_OF = {
     "finetune": finetune_service_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
 }
 REGISTRY = registry_service_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
-TARGETS = ["gateway", *SERVICES]
+SERVICE_OF["registry"] = REGISTRY  # the registry service's own port (the control plane) serves the same contract
+TARGETS = ["gateway", "registry", *SERVICES]
 KEYS = ("none", "admin", "bogus", "malformed")
 
 
@@ -345,9 +346,11 @@ def _judge(path: str, target: str, key: str, requests: list[Message], outcome: O
         return f"{outcome.code.name}: {outcome.details}"
     if "metadata size exceeds" in outcome.details:  # the real answer was lost: its trailers were too big
         return f"{outcome.code.name}: {outcome.details}"
-    # At the gateway, a call without the admin key may be refused before anything else (a bogus key always is).
-    refused = target == "gateway" and key != "admin" and outcome.code == grpc.StatusCode.UNAUTHENTICATED
-    if target == "gateway" and key != "admin" and _admin_only(path) and not refused:
+    # At the gateway and the registry (they check keys), a call without the admin key may be refused before
+    # anything else (a bogus key always is).
+    checks_keys = target in ("gateway", "registry")
+    refused = checks_keys and key != "admin" and outcome.code == grpc.StatusCode.UNAUTHENTICATED
+    if checks_keys and key != "admin" and _admin_only(path) and not refused:
         return f"an admin RPC without a valid key answered {outcome.code.name}, not UNAUTHENTICATED"
     if enum_violations(requests[0]) and not refused and outcome.code != grpc.StatusCode.INVALID_ARGUMENT:
         return f"an enum outside its enum answered {outcome.code.name}, not INVALID_ARGUMENT: {outcome.details}"
