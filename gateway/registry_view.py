@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
 from aisemble.config.models import ModelSpec
-from aisemble.errors import ModelNotFoundError, UnavailableError
+from aisemble.errors import UnavailableError
 from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.auth import current_principal
 from aisemble.rpc.client import ON_BEHALF_OF_KEY, PLAINTEXT, LazyChannel, Peer, error_from_call
 from aisemble.rpc.registry_messages import model_to_proto, spec_from_proto
-from aisemble.rpc.registry_servicer import ModelChange
+from aisemble.rpc.registry_servicer import ModelChange, ModelTable
 from aisemble.rpc.registry_watch import RegistryWatch
 
 __all__ = ["RegistryView"]
@@ -26,7 +24,7 @@ log = logging.getLogger(__name__)
 ChangeListener = Callable[[ModelChange], Awaitable[None] | None]
 
 
-class RegistryView(RegistryWatch):
+class RegistryView(RegistryWatch, ModelTable):
     """Every registered model as the registry service last said, kept by WatchModels.
 
     Reads never leave the gateway, so it keeps serving from its last view while the registry is away. Writes go
@@ -35,42 +33,15 @@ class RegistryView(RegistryWatch):
     """
 
     def __init__(self, target: str, peer: Peer = PLAINTEXT, write_timeout_s: float = 10.0) -> None:
-        super().__init__(target, peer, name="gateway-registry-view")
+        RegistryWatch.__init__(self, target, peer, name="gateway-registry-view")
+        ModelTable.__init__(self)
         self.write_timeout_s = write_timeout_s
-        self._models: dict[str, ModelSpec] = {}
-        self._watchers: set[asyncio.Queue[ModelChange | None]] = set()
         self._listeners: list[ChangeListener] = []
         self._channel = LazyChannel(target, peer=peer)
-
-    # --- reads (the same as the registry's store) ---
-    def all(self) -> list[ModelSpec]:
-        """Every registered model, in the registry's order."""
-        return list(self._models.values())
-
-    def get(self, name: str) -> ModelSpec:
-        """One model by name, or ModelNotFoundError."""
-        spec = self._models.get(name)
-        if spec is None:
-            raise ModelNotFoundError(name, known=list(self._models))
-        return spec
-
-    def find(self, name: str) -> ModelSpec | None:
-        """One model by name, or None."""
-        return self._models.get(name)
 
     def listen(self, listener: ChangeListener) -> None:
         """Call `listener` on every change of the view (the router's health watches, the stats)."""
         self._listeners.append(listener)
-
-    @contextlib.asynccontextmanager
-    async def watch(self, max_pending: int = 256) -> AsyncIterator[asyncio.Queue[ModelChange | None]]:
-        """A queue of changes from now on (None: the watcher fell behind and must reconnect)."""
-        queue: asyncio.Queue[ModelChange | None] = asyncio.Queue(max_pending + 1)
-        self._watchers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._watchers.discard(queue)
 
     # --- following the registry service ---
     async def on_change(self, kind: str, spec: ModelSpec) -> None:
@@ -94,13 +65,7 @@ class RegistryView(RegistryWatch):
             result = listener(change)
             if result is not None:
                 await result
-        for queue in list(self._watchers):
-            if queue.qsize() >= queue.maxsize - 1:  # keep the last place for the end marker
-                self._watchers.discard(queue)
-                queue.put_nowait(None)
-                log.warning("a registry watcher fell behind and was dropped")
-            else:
-                queue.put_nowait(change)
+        self._notify(change)
 
     # --- writes (forwarded) ---
     def _stub(self) -> registry_service_pb2_grpc.ModelRegistryServiceStub:

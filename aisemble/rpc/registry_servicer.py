@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,14 +14,16 @@ from grpc import aio
 
 from aisemble.common.v1 import common_pb2
 from aisemble.config.models import ModelSpec
-from aisemble.errors import InvalidArgumentError, ResourceExhaustedError, UnimplementedError
+from aisemble.errors import InvalidArgumentError, ModelNotFoundError, ResourceExhaustedError, UnimplementedError
 from aisemble.registry.v1 import registry_service_pb2 as pb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.resolution import AUTO
 from aisemble.rpc.auth import current_principal
 from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto, spec_from_proto
 
-__all__ = ["ModelCatalogue", "ModelChange", "RegistryServicer"]
+__all__ = ["ModelCatalogue", "ModelChange", "ModelTable", "RegistryServicer"]
+
+log = logging.getLogger(__name__)
 
 _CHANGE = {"added": pb.CHANGE_TYPE_ADDED, "updated": pb.CHANGE_TYPE_UPDATED, "removed": pb.CHANGE_TYPE_REMOVED}
 _MAX_PAGE = 1000
@@ -34,6 +37,50 @@ class ModelChange:
 
     kind: str
     spec: ModelSpec
+
+
+class ModelTable:
+    """Registered models in memory, in the registry's order, with watchers: the reads shared by the registry's
+    store and a gateway's view of it. Each watcher gets every change through a bounded queue; one that falls
+    behind gets None (it must reconnect) and is dropped."""
+
+    def __init__(self, models: dict[str, ModelSpec] | None = None) -> None:
+        self._models: dict[str, ModelSpec] = dict(models or {})
+        self._watchers: set[asyncio.Queue[ModelChange | None]] = set()
+
+    def all(self) -> list[ModelSpec]:
+        """Every registered model, in the registry's order."""
+        return list(self._models.values())
+
+    def get(self, name: str) -> ModelSpec:
+        """One model by name, or ModelNotFoundError."""
+        spec = self._models.get(name)
+        if spec is None:
+            raise ModelNotFoundError(name, known=list(self._models))
+        return spec
+
+    def find(self, name: str) -> ModelSpec | None:
+        """One model by name, or None."""
+        return self._models.get(name)
+
+    def _notify(self, change: ModelChange) -> None:
+        for queue in list(self._watchers):
+            if queue.qsize() >= queue.maxsize - 1:  # keep the last place for the end marker
+                self._watchers.discard(queue)
+                queue.put_nowait(None)
+                log.warning("a registry watcher fell behind and was dropped")
+            else:
+                queue.put_nowait(change)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, max_pending: int = 256) -> AsyncIterator[asyncio.Queue[ModelChange | None]]:
+        """A queue of changes from now on (None: the watcher fell behind and must reconnect)."""
+        queue: asyncio.Queue[ModelChange | None] = asyncio.Queue(max_pending + 1)
+        self._watchers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._watchers.discard(queue)
 
 
 class ModelCatalogue(Protocol):

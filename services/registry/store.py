@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from aisemble.errors import (
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
-    ModelNotFoundError,
 )
-from aisemble.rpc.registry_servicer import ModelChange
+from aisemble.rpc.registry_servicer import ModelChange, ModelTable
 
 __all__ = [
     "ModelRegistry",
@@ -201,7 +199,7 @@ def seed_registry(path: Path, seed: Path | None = None) -> None:
     write_atomically(applied_path, json.dumps(applied, indent=1))
 
 
-class ModelRegistry:
+class ModelRegistry(ModelTable):
     """Registered models, backed by a models.yaml file that only this class (in the registry service) writes.
 
     Writes are validated first, serialised (an asyncio lock in-process, flock across processes)
@@ -214,25 +212,8 @@ class ModelRegistry:
         self.path = path
         self.store_root = store_root
         self.providers = providers or ProviderPolicy()
-        self._models: dict[str, ModelSpec] = load_models(path)
+        super().__init__(load_models(path))
         self._lock = asyncio.Lock()
-        self._watchers: set[asyncio.Queue[ModelChange | None]] = set()
-
-    # --- reads ---
-    def all(self) -> list[ModelSpec]:
-        """Every registered model, in file order."""
-        return list(self._models.values())
-
-    def get(self, name: str) -> ModelSpec:
-        """One model by name, or ModelNotFoundError."""
-        spec = self._models.get(name)
-        if spec is None:
-            raise ModelNotFoundError(name, known=list(self._models))
-        return spec
-
-    def find(self, name: str) -> ModelSpec | None:
-        """One model by name, or None."""
-        return self._models.get(name)
 
     # --- writes ---
     def check(self, spec: ModelSpec) -> None:
@@ -294,23 +275,3 @@ class ModelRegistry:
         await asyncio.to_thread(write)
         self._models = models
         log.info("registry: %d models written to %s", len(models), self.path)
-
-    # --- watchers ---
-    def _notify(self, change: ModelChange) -> None:
-        for queue in list(self._watchers):
-            if queue.qsize() >= queue.maxsize - 1:  # keep the last place for the end marker
-                self._watchers.discard(queue)
-                queue.put_nowait(None)
-                log.warning("a registry watcher fell behind and was dropped")
-            else:
-                queue.put_nowait(change)
-
-    @contextlib.asynccontextmanager
-    async def watch(self, max_pending: int = 256) -> AsyncIterator[asyncio.Queue[ModelChange | None]]:
-        """A queue of changes from now on (None: the watcher fell behind and must reconnect)."""
-        queue: asyncio.Queue[ModelChange | None] = asyncio.Queue(max_pending + 1)
-        self._watchers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._watchers.discard(queue)
