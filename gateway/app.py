@@ -24,6 +24,7 @@ from aisemble.store.model_store import default_store_root
 from gateway.auth import Authenticator, AuthInterceptor
 from gateway.cache import ResultCache
 from gateway.handlers import generic_handlers
+from gateway.kserve import kserve_binding
 from gateway.proxy import Gateway
 from gateway.registry import ModelRegistry
 from gateway.registry_servicer import RegistryServicer
@@ -100,6 +101,7 @@ def build_server(
     ]
     for service_name, handler in generic_handlers(gateway).items():
         bindings.append(ServiceBinding(service_name, handler, _add_generic))
+    bindings.append(kserve_binding(gateway))
 
     async def watch_health() -> None:
         for spec in registry.all():
