@@ -39,16 +39,18 @@ $(BUF): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
-## gen: regenerate gen/ from proto/
+## gen: regenerate gen/ from proto/ (our aisemble.* packages and the vendored KServe `inference` package)
 gen: $(STAMP)
-	rm -rf gen/aisemble
+	rm -rf gen/aisemble gen/inference
 	$(PROTOC) --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 
 ## gen-check: fail when the committed gen/ differs from a fresh generation
 gen-check: $(STAMP)
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS); \
-	if ! diff -r "$$tmp/aisemble" gen/aisemble; then echo "gen/ is stale: run 'make gen' and commit" >&2; exit 1; fi; \
+	for package in aisemble inference; do \
+	  if ! diff -r "$$tmp/$$package" "gen/$$package"; then echo "gen/ is stale: run 'make gen' and commit" >&2; exit 1; fi; \
+	done; \
 	echo "gen/ is up to date"
 
 ## lint: buf lint on the contracts, ruff and mypy on the code

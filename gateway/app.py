@@ -24,6 +24,7 @@ from aisemble.security.keys import KeyFile, KeyRing
 from aisemble.security.quotas import QuotaBook, UsageFile, gateway_usage_path
 from gateway.cache import ResultCache
 from gateway.handlers import generic_handlers
+from gateway.kserve import kserve_binding
 from gateway.proxy import Gateway
 from gateway.registry_servicer import GatewayRegistryServicer
 from gateway.registry_view import RegistryView
@@ -102,6 +103,7 @@ def build_server(
     ]
     for service_name, handler in generic_handlers(gateway).items():
         bindings.append(ServiceBinding(service_name, handler, _add_generic))
+    bindings.append(kserve_binding(gateway))
 
     def follow_change(change: ModelChange) -> None:
         if change.kind == "removed":
