@@ -77,10 +77,10 @@ def error_response(error: OpenAIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def _details(exc: grpc.aio.AioRpcError) -> tuple[str, str | None, float | None]:
-    """(ErrorInfo reason, first field violation, retry delay in seconds) of a failed call's rich status."""
+def _details(exc: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]], float | None]:
+    """(ErrorInfo reason, field violations as (field, description), retry delay in seconds) of a failed call."""
     raw = rich_status(exc)
-    reason, field, retry = "", None, None
+    reason, violations, retry = "", [], None
     for detail in status_pb2.Status.FromString(raw).details if raw else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -89,12 +89,12 @@ def _details(exc: grpc.aio.AioRpcError) -> tuple[str, str | None, float | None]:
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            field = bad.field_violations[0].field if bad.field_violations else None
+            violations = [(v.field, v.description) for v in bad.field_violations]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             delay = error_details_pb2.RetryInfo()
             detail.Unpack(delay)
             retry = delay.retry_delay.ToTimedelta().total_seconds()
-    return reason, field, retry
+    return reason, violations, retry
 
 
 def _renamed(field: str, param_names: Mapping[str, str]) -> str:
@@ -107,20 +107,23 @@ def _renamed(field: str, param_names: Mapping[str, str]) -> str:
 def from_status(
     exc: grpc.aio.AioRpcError, param_names: Mapping[str, str] | None = None, target: str = "the gateway"
 ) -> OpenAIError:
-    """The error for a failed gRPC call: status by HTTP_STATUS, the gateway's message, the field it names
-    (renamed to the caller's parameter), its reason as `code`, its RetryInfo. A call that never reached the
-    gateway (no rich status) says so and may be retried after a second."""
+    """The error for a failed gRPC call: status by HTTP_STATUS, its reason as `code`, its RetryInfo; a bad field
+    is named as the caller named it (`max_tokens`, not the gateway's `max_output_tokens`), in `param` and in the
+    message. A call that never reached the gateway (no rich status) says so, and may be retried after a second."""
     code = Code.of(exc.code().value[0])
-    reason, field, retry = _details(exc)
+    reason, violations, retry = _details(exc)
     message = exc.details() or code.name
-    if code == Code.UNAVAILABLE and not reason:
+    fields = [(_renamed(field, param_names or {}), description) for field, description in violations]
+    if fields:
+        message = "; ".join(f"{field}: {description}" for field, description in fields)
+    elif code == Code.UNAVAILABLE and not reason:
         message, reason, retry = f"{target} is unavailable: {message}", "GATEWAY_UNAVAILABLE", 1.0
     elif code == Code.DEADLINE_EXCEEDED and not reason:
         message = f"{target} did not answer before the deadline: {message}"
     return OpenAIError(
         HTTP_STATUS.get(code, 500),
         message,
-        param=_renamed(field, param_names or {}) if field else None,
+        param=fields[0][0] if fields else None,
         code=(reason or code.name).lower(),
         retry_after_s=retry,
     )

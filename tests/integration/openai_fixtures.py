@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import grpc
 from openai import AsyncOpenAI
@@ -68,19 +68,22 @@ class FacadeMesh:
     channel: grpc.aio.Channel
     url: str
     keys: dict[str, str]
+    clients: list[AsyncOpenAI] = field(default_factory=list)
 
     def client(self, key: str | None = "user", url: str | None = None) -> AsyncOpenAI:
-        """An SDK client sending one of `keys` (or a literal key), without retries."""
+        """An SDK client (closed with the fixture) sending one of `keys`, a literal key, or (None) the placeholder
+        the SDK requires; without retries."""
         secret = self.keys.get(key, key) if key else "sk-placeholder"
-        return AsyncOpenAI(base_url=f"{url or self.url}/v1", api_key=secret, max_retries=0)
+        self.clients.append(AsyncOpenAI(base_url=f"{url or self.url}/v1", api_key=secret, max_retries=0))
+        return self.clients[-1]
 
 
 @contextlib.asynccontextmanager
 async def started_facade_mesh(llm, nlp, registry, store, folder) -> AsyncIterator[FacadeMesh]:
     """A FacadeMesh over the session's `llm` and `nlp` servers, its files in `folder`."""
     path = write_registry(folder / "models.yaml", registry, [*LLM_MODELS, EMBEDDER])
-    mesh = mesh_for(llm=[f"127.0.0.1:{llm[0].port}"], nlp=[f"127.0.0.1:{nlp[0].port}"])
-    mesh = replace(mesh, security=SecurityConfig(mtls=False, quota_window_s=2.0))
+    layout = mesh_for(llm=[f"127.0.0.1:{llm[0].port}"], nlp=[f"127.0.0.1:{nlp[0].port}"])
+    layout = replace(layout, security=SecurityConfig(mtls=False, quota_window_s=2.0))
     keys = KeyFile(folder / "keys.json")
     secrets = {
         "user": keys.create("user", name="all")[1],
@@ -89,7 +92,7 @@ async def started_facade_mesh(llm, nlp, registry, store, folder) -> AsyncIterato
     }
     gateway = build_gateway(
         ServerConfig(name="gateway"),
-        mesh,
+        layout,
         registry_path=path,
         store_root=store.root,
         keys=keys,
@@ -101,7 +104,12 @@ async def started_facade_mesh(llm, nlp, registry, store, folder) -> AsyncIterato
         await wait_serving(gateway, [*LLM_MODELS, EMBEDDER])
         app = build_app(f"127.0.0.1:{port}", max_message_bytes=BODY_LIMIT)
         async with serving(app) as url:
-            yield FacadeMesh(gateway, channel, url, secrets)
+            mesh = FacadeMesh(gateway, channel, url, secrets)
+            try:
+                yield mesh
+            finally:
+                for client in mesh.clients:
+                    await client.close()
     finally:
         await channel.close()
         await gateway.stop(grace_s=0.5)
