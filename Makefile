@@ -59,11 +59,11 @@ lint: install
 	$(BUF) breaking --against '.git#branch=main'
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy aisemble entrypoints services gateway
+	$(VENV)/bin/mypy aisemble entrypoints services gateway facade
 
 ## format: buf format and ruff format, in place
 format: install
-	$(BUF) format -w
+	$(BUF) format -w --exclude-path proto/inference   # the vendored contract stays as published
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 

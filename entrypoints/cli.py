@@ -87,6 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
     from entrypoints.launcher import SERVICE_APPS
 
     mesh = load_mesh()
+    if args.service == "http":  # the OpenAI-compatible facade: HTTP (uvicorn), a translator over the gateways
+        from facade.openai.server import run
+
+        return run(args.address or mesh.http_address, mesh)
     endpoint = {"gateway": mesh.gateway, "registry": mesh.registry}.get(args.service) or mesh.services.get(args.service)
     address = args.address or (endpoint.addresses[0] if endpoint else "127.0.0.1:0")
     metrics_port = args.metrics_port if args.metrics_port is not None else (endpoint.metrics_port if endpoint else -1)
@@ -377,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one service (or the gateway) in the foreground")
     serve.add_argument(
         "service",
-        choices=["registry", "llm", "nlp", "vision", "multimodal", "ensemble", "finetune", "gateway"],
+        choices=["registry", "llm", "nlp", "vision", "multimodal", "ensemble", "finetune", "gateway", "http"],
     )
     serve.add_argument("--address", help="host:port to listen on (default: from configs/mesh.yaml)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (-1: none)")

@@ -17,7 +17,7 @@ from aisemble.config.models import ModelSpec
 from aisemble.rpc.client import PLAINTEXT, Peer, blocking_channel
 from aisemble.rpc.tls import gateway_peer, service_peer
 from aisemble.security.bootstrap import ensure_certificates, ensure_local_key
-from entrypoints.supervisor import Child, Supervisor
+from entrypoints.supervisor import HTTP_FACADE, Child, Supervisor
 
 __all__ = ["SERVICE_APPS", "mesh_hosts", "peer_of", "prepare_security", "run_mesh", "wait_healthy"]
 
@@ -77,7 +77,8 @@ def wait_healthy(address: str, timeout_s: float, service: str = "", peer: Peer =
 
 
 def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: float = 600.0) -> int:
-    """Start the registry, every service replica of the mesh, then every gateway replica, each health-gated;
+    """Start the registry, every service replica of the mesh, every gateway replica, then the OpenAI-compatible
+    HTTP facade, each health-gated;
     then supervise them (restarts with backoff, see SupervisorConfig) until Ctrl-C / SIGTERM (exit 0) or until
     one process crashes too often (everything is stopped, exit 1)."""
     children: list[Child] = []
@@ -86,6 +87,7 @@ def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: fl
         for index, address in enumerate(endpoint.addresses):
             port = endpoint.metrics_port + index if endpoint.metrics_port >= 0 else -1
             children.append(Child(endpoint.name, address, port, hosted, Peer()))
+    children.append(Child(HTTP_FACADE, mesh.http_address, -1, (), Peer()))
 
     stopping = False
 
@@ -108,9 +110,10 @@ def run_mesh(mesh: MeshConfig, models: dict[str, ModelSpec], start_timeout_s: fl
             while not stopping and time.monotonic() < deadline:
                 if child.process is not None and child.process.poll() is not None:
                     raise RuntimeError(f"{child.service} exited with code {child.process.returncode} while starting")
-                if wait_healthy(child.address, timeout_s=1.0, peer=child.peer):
+                if child.healthy(timeout_s=1.0):
                     child.state, child.served = "serving", True
                     break
+                time.sleep(0.25)
             else:
                 if not stopping:
                     raise RuntimeError(

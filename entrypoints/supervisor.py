@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from aisemble.config.mesh import SupervisorConfig
 from aisemble.config.state import state_dir, write_atomically
 from aisemble.rpc.client import Peer, blocking_channel
 
-__all__ = ["Child", "Supervisor", "processes_path", "read_processes"]
+__all__ = ["HTTP_FACADE", "Child", "Supervisor", "processes_path", "read_processes"]
+
+#: The one child that speaks HTTP (the OpenAI-compatible facade): checked with GET /health.
+HTTP_FACADE = "http"
 
 log = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +75,13 @@ class Child:
         self.close_channel()
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
-        """One grpc.health.v1 Check of the process (overall)."""
+        """One grpc.health.v1 Check of the process (overall); for the HTTP facade, one GET /health."""
+        if self.service == HTTP_FACADE:
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/health", timeout=timeout_s) as reply:
+                    return bool(reply.status == 200)
+            except (OSError, ValueError):  # refused, timed out, 503 (HTTPError is an OSError)
+                return False
         if self._channel is None:
             self._channel = blocking_channel(self.address, peer=self.peer)
         try:

@@ -22,8 +22,8 @@ from aisemble.config.models import ModelSpec
 from aisemble.errors import AisembleError, FieldViolation, InvalidArgumentError, NotFoundError, UpstreamError
 from aisemble.nlp.v1 import nlp_service_pb2 as nlp
 from aisemble.resolution import AUTO, Rpc
+from aisemble.rpc.auth import current_principal
 from aisemble.rpc.server import ServiceBinding
-from gateway.auth import current_principal
 from gateway.kserve_tasks import SIGNATURES, Signature, signature_for_auto, signature_of
 from gateway.kserve_tensors import match_inputs, read_bytes, read_texts, requested_outputs, uses_raw, write_outputs
 from gateway.proxy import Gateway

@@ -32,8 +32,14 @@ _WRITES: dict[str, frozenset[str]] = {
     _FINETUNE + "CancelFineTuneJob": frozenset({"admin"}),
     _FINETUNE + "UploadTrainingFile": frozenset({"admin"}),
 }
-#: Services open to anyone who reaches the port: health (probes) and reflection (it shows the contracts only).
-_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: Open to anyone who reaches the port: health (probes), reflection (it shows the contracts only) and the KServe v2
+#: liveness and readiness probes (they say whether the server serves, nothing about a model or a key).
+_OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+)
 
 
 def required_role(method: str) -> frozenset[str] | None:

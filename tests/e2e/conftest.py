@@ -79,6 +79,7 @@ def mesh(tmp_path_factory):
     layout = {
         "gateway": {"addresses": gateways},
         "registry": {"addresses": [f"127.0.0.1:{_free_port()}"]},
+        "http": {"address": f"127.0.0.1:{_free_port()}"},
         "services": {name: {"addresses": [f"127.0.0.1:{_free_port()}"]} for name in SERVICES},
     }
     layout["services"]["nlp"] = {

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from inference import open_inference_grpc_pb2
 
 from aisemble.ensemble.v1 import ensemble_service_pb2
 from aisemble.finetune.v1 import finetune_service_pb2, finetune_service_pb2_grpc
@@ -61,6 +62,7 @@ SERVICE_OF = {
     "finetune": finetune_service_pb2.DESCRIPTOR.services_by_name["FineTuneService"],
 }
 REGISTRY = registry_service_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
+KSERVE = open_inference_grpc_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_OF["registry"] = REGISTRY  # the registry service's own port (the control plane) serves the same contract
 TARGETS = ["gateway", "registry", *SERVICES]
 KEYS = ("none", "admin", "bogus", "malformed")
@@ -174,7 +176,7 @@ class Hostile:
             return single
         if entry is not None:  # few messages, or just over a limit of 16 (ensemble members)
             return _mostly(st.lists(single, min_size=1, max_size=3), st.lists(single, min_size=17, max_size=18))
-        short = st.text(max_size=8) if fd.cpp_type == FieldDescriptor.CPPTYPE_STRING else single
+        short = st.text(max_size=8) if fd.type == FieldDescriptor.TYPE_STRING else single  # (bytes: as `single`)
         return _sized(single, short)
 
     def _single(self, owner: Descriptor, fd: FieldDescriptor, depth: int) -> st.SearchStrategy:
@@ -204,7 +206,11 @@ class Hostile:
         text = st.one_of(st.text(max_size=40), st.sampled_from([*_STRINGS, _HUGE_TEXT]))
         if fd.name == "uri":
             return st.one_of(st.sampled_from(_URIS), text)
-        if fd.name.endswith("model") or (owner.name in ("Member", "GetModelRequest", "Model") and fd.name == "name"):
+        if (
+            fd.name.endswith("model")
+            or fd.name == "model_name"
+            or (owner.name in ("Member", "GetModelRequest", "Model") and fd.name == "name")
+        ):
             return st.one_of(st.sampled_from(self.models), st.sampled_from(["", *self.models]), _UNKNOWN_MODEL, text)
         return text
 
@@ -283,7 +289,8 @@ def _job_ids(channel: grpc.Channel) -> list[str]:
 def test_reflection_lists_every_contract(targets, name):
     """Reflection on each port lists exactly the contracts the generated code says it serves, method by method."""
     target = targets[name]
-    expected = [REGISTRY, *SERVICE_OF.values()] if name == "gateway" else [SERVICE_OF[name]]
+    gateway = [REGISTRY, *(SERVICE_OF[n] for n in SERVICES), KSERVE]
+    expected = gateway if name == "gateway" else [SERVICE_OF[name]]
     listed = set(target.services)
     assert {s.full_name for s in expected} | {"grpc.health.v1.Health"} <= listed
     assert {s for s in listed if not s.startswith(GRPC_SERVICES)} == {s.full_name for s in expected}

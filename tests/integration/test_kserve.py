@@ -19,12 +19,11 @@ from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
 from aisemble.security.keys import KeyFile
 from aisemble.vision.v1 import vision_service_pb2, vision_service_pb2_grpc
-from gateway.app import build_server as build_gateway
 from gateway.kserve_tensors import join_bytes
 from services.nlp.app import build_server as build_nlp_server
 from tests.assets.pictures import bus_jpg
 from tests.conftest import status_details
-from tests.integration.conftest import mesh_for, wait_serving, write_registry
+from tests.integration.conftest import build_gateway, mesh_for, wait_serving, write_registry
 from tests.integration.test_nlp_classifier import CLASSIFIER, HELD_OUT, classifier_store  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow

@@ -19,14 +19,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "gen"
-LAYERS = ("aisemble", "services", "gateway", "entrypoints")
+LAYERS = ("aisemble", "services", "gateway", "facade", "entrypoints")
 #: What the shared library must never name, by import or by a module path in a string.
-ABOVE_THE_LIBRARY = ("services", "gateway", "entrypoints")
+ABOVE_THE_LIBRARY = ("services", "gateway", "facade", "entrypoints")
 #: Importing any of these (or a submodule) is importing grpc.
 GRPC_MODULES = ("grpc", "grpc_health", "grpc_reflection", "grpc_status")
 MAX_LINES = 500
 #: A string that is a module path (or an entry-point target) into the layers above the library.
-MODULE_PATH_LITERAL = re.compile(r"^(?:services|gateway|entrypoints)\.[A-Za-z0-9_.]*(?::[A-Za-z0-9_.]*)?$")
+MODULE_PATH_LITERAL = re.compile(r"^(?:services|gateway|facade|entrypoints)\.[A-Za-z0-9_.]*(?::[A-Za-z0-9_.]*)?$")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def resolve(name: str) -> Path | None:
 
 @functools.cache
 def source_modules() -> dict[str, Module]:
-    """Every .py file under aisemble/, services/, gateway/ and entrypoints/, by module name."""
+    """Every .py file under aisemble/, services/, gateway/, facade/ and entrypoints/, by module name."""
     modules: dict[str, Module] = {}
     for layer in LAYERS:
         for path in sorted((ROOT / layer).rglob("*.py")):
@@ -346,6 +346,17 @@ def test_the_gateway_loads_no_service():
             if site not in found or chain.count(" -> ") < found[site].count(" -> "):
                 found[site] = chain  # one line per import, by its shortest chain from a gateway module
     _report(_lines(found), "the gateway imports services/ (chain of imports => the import)")
+
+
+def test_the_facades_are_translators_over_the_gateway():
+    """The HTTP facade reaches the mesh only through the gateway's contracts: it imports the library and the
+    generated code, never a service, the gateway's internals or an entry point."""
+    offences = []
+    for module in _in_layer("facade"):
+        for imp in module.imports:
+            if _top(imp.module) in ("services", "gateway", "entrypoints") and not imp.maybe_attribute:
+                offences.append(f"{module.where}:{imp.line} `{imp.text}`")
+    _report(offences, "the facade imports a service, the gateway or an entry point")
 
 
 def test_no_file_is_over_500_lines():
