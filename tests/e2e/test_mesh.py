@@ -178,3 +178,19 @@ def test_ctrl_c_stops_everything(mesh):
     for name, address in service_addresses(folder).items():
         peer = peer_of(mesh_config, name)
         assert not wait_healthy(address, timeout_s=0.5, peer=peer), f"{address} still answers after Ctrl-C"
+
+
+def test_the_http_facade_the_launcher_started_answers_the_openai_sdk(mesh):
+    """`aisemble up` runs the OpenAI-compatible facade in front of the gateways: the official SDK reaches it."""
+    import yaml
+    from openai import OpenAI
+
+    folder = mesh[2]
+    address = yaml.safe_load((folder / "mesh.yaml").read_text())["http"]["address"]
+    client = OpenAI(base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60)
+    reply = client.chat.completions.create(
+        model="smollm2-135m-onnx", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert reply.model == "smollm2-135m-onnx" and reply.usage is not None and reply.usage.completion_tokens >= 1
+    listed = {model.id for model in client.models.list()}
+    assert {"auto", "minilm-l6", "smollm2-135m"} <= listed
