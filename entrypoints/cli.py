@@ -90,7 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.service == "http":  # the OpenAI-compatible facade: HTTP (uvicorn), a translator over the gateways
         from facade.openai.server import run
 
-        return run(args.address or mesh.http_address, mesh)
+        metrics = args.metrics_port if args.metrics_port is not None else -1
+        return run(args.address or mesh.http_address, mesh, health_port=args.health_port, metrics_port=metrics)
     endpoint = {"gateway": mesh.gateway, "registry": mesh.registry}.get(args.service) or mesh.services.get(args.service)
     address = args.address or (endpoint.addresses[0] if endpoint else "127.0.0.1:0")
     metrics_port = args.metrics_port if args.metrics_port is not None else (endpoint.metrics_port if endpoint else -1)

@@ -6,8 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+from collections.abc import Awaitable, Callable
 
+import prometheus_client
 import uvicorn
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from starlette.types import ASGIApp
 
 from aisemble.config.mesh import MeshConfig
@@ -31,8 +36,16 @@ class HttpServer(uvicorn.Server):
     """uvicorn's server without signal handlers of its own (whoever runs it sets `should_exit`, as run() does
     on SIGTERM and SIGINT), and the port it bound."""
 
+    #: Awaited once the server has bound its socket and serves (the health listener turns SERVING).
+    on_started: Callable[[], Awaitable[None]] | None = None
+
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            await self.on_started()
 
     @property
     def port(self) -> int:
@@ -77,10 +90,25 @@ def app_for(mesh: MeshConfig) -> ASGIApp:
     return build_app(target_for(mesh.gateway.addresses), peer, max_message_bytes=mesh.max_message_bytes)
 
 
-def run(address: str, mesh: MeshConfig) -> int:
+async def _health_listener(address: str, port: int) -> tuple[aio.Server, health.aio.HealthServicer]:
+    """A plaintext grpc.health.v1 listener (for Kubernetes' gRPC probes, like every other process's
+    --health-port): NOT_SERVING until the HTTP server has started."""
+    host = "127.0.0.1" if address_is_loopback(address) else "[::]"
+    servicer = health.aio.HealthServicer()
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise ConfigError(f"could not bind the health port {host}:{port}")
+    await server.start()
+    await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, servicer
+
+
+def run(address: str, mesh: MeshConfig, health_port: int = -1, metrics_port: int = -1) -> int:
     """Serve the OpenAI-compatible API on `address` until SIGTERM or SIGINT; 0 after a clean stop, 1 when the
-    address cannot be bound. Refuses (ConfigError) to listen beyond loopback in front of a loopback mesh: that
-    gateway serves anonymous callers while no user key exists, and would serve the whole network."""
+    address cannot be bound. health_port: also serve grpc.health.v1 there (-1: none); metrics_port: Prometheus
+    (the process's figures; -1: none). Refuses (ConfigError) to listen beyond loopback in front of a loopback
+    mesh: that gateway serves anonymous callers while no user key exists, and would serve the whole network."""
     if not address_is_loopback(address) and mesh.loopback_only():
         raise ConfigError(
             f"the HTTP API would listen on {address} in front of a mesh that listens on loopback only, whose "
@@ -93,8 +121,23 @@ def run(address: str, mesh: MeshConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, setattr, server, "should_exit", True)
-        await server.serve()
+        if health_port < 0:
+            await server.serve()
+            return
+        listener, servicer = await _health_listener(address, health_port)
 
+        async def now_serving() -> None:
+            await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+        server.on_started = now_serving
+        try:
+            await server.serve()
+        finally:
+            await servicer.enter_graceful_shutdown()
+            await listener.stop(0)
+
+    if metrics_port >= 0:
+        prometheus_client.start_http_server(metrics_port, addr="127.0.0.1" if address_is_loopback(address) else "")
     log.info(
         "serving the OpenAI-compatible API on http://%s/v1 (gateway %s)", address, target_for(mesh.gateway.addresses)
     )
