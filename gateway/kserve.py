@@ -13,7 +13,7 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2
 from grpc import aio
 from inference import open_inference_grpc_pb2 as pb
 from inference import open_inference_grpc_pb2_grpc as pb_grpc
@@ -24,6 +24,7 @@ from aisemble.nlp.v1 import nlp_service_pb2 as nlp
 from aisemble.resolution import AUTO, Rpc
 from aisemble.rpc.auth import current_principal
 from aisemble.rpc.server import ServiceBinding
+from aisemble.rpc.status import read_details
 from gateway.kserve_tasks import SIGNATURES, Signature, signature_for_auto, signature_of
 from gateway.kserve_tensors import match_inputs, read_bytes, read_texts, requested_outputs, uses_raw, write_outputs
 from gateway.proxy import Gateway
@@ -50,29 +51,19 @@ def _in_tensor_terms(error: UpstreamError, request: pb.ModelInferRequest, signat
     field came from (`inputs[0]`, tensor 'text' element 2); any other error as it is."""
     if error.code != code_pb2.INVALID_ARGUMENT or not error.status_bytes:
         return error
-    status = status_pb2.Status.FromString(error.status_bytes)
+    details = read_details(error.status_bytes)
     index_of = {tensor.name: i for i, tensor in enumerate(request.inputs)}
-    reason, metadata, violations = "INVALID_ARGUMENT", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            for violation in bad.field_violations:
-                match = _TYPED_FIELD.match(violation.field)
-                tensor = signature.fields.get(match.group(1)) if match else None
-                if match is None or tensor is None or tensor not in index_of:
-                    violations.append(FieldViolation(violation.field, violation.description))
-                    continue
-                element = f" element {match.group(2)}" if match.group(2) is not None else ""
-                violations.append(
-                    FieldViolation(
-                        f"inputs[{index_of[tensor]}]", f"tensor '{tensor}'{element}: {violation.description}"
-                    )
-                )
+    reason, metadata, violations = details.reason or "INVALID_ARGUMENT", details.metadata, []
+    for violation in details.violations:
+        match = _TYPED_FIELD.match(violation.field)
+        tensor = signature.fields.get(match.group(1)) if match else None
+        if match is None or tensor is None or tensor not in index_of:
+            violations.append(violation)
+            continue
+        element = f" element {match.group(2)}" if match.group(2) is not None else ""
+        violations.append(
+            FieldViolation(f"inputs[{index_of[tensor]}]", f"tensor '{tensor}'{element}: {violation.description}")
+        )
     if not violations:
         return error
     message = "; ".join(f"{v.field}: {v.description}" for v in violations)

@@ -32,6 +32,7 @@ __all__ = [
     "ServiceBinding",
     "model_service_server",
     "request_context",
+    "start_health_listener",
 ]
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,9 @@ class AisembleServer:
 
     async def _start_health_listener(self, address: str) -> None:
         """The plaintext health-only listener (config.health_port), sharing this server's health statuses."""
-        host = "127.0.0.1" if address_is_loopback(address) else "[::]"
-        self._health_server = aio.server(options=[("grpc.so_reuseport", 0)])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
-        self.health_port = self._health_server.add_insecure_port(f"{host}:{self.config.health_port}")
-        if self.health_port == 0:
-            raise OSError(f"could not bind the health port {host}:{self.config.health_port}")
-        await self._health_server.start()
+        self._health_server, self.health_port = await start_health_listener(
+            self.health, address, self.config.health_port
+        )
         log.info("%s health checks (plaintext) on port %d", self.config.name, self.health_port)
 
     async def set_serving(self, serving: bool) -> None:
@@ -227,6 +224,20 @@ class AisembleServer:
         else:
             started.cancel()
         await self.stop()
+
+
+async def start_health_listener(servicer: health.aio.HealthServicer, address: str, port: int) -> tuple[aio.Server, int]:
+    """A plaintext listener serving `servicer` (grpc.health.v1) only, for probes that cannot speak the main port's
+    TLS (Kubernetes' gRPC probes): on loopback when `address` is, else on every interface. Returns it, started,
+    and its port."""
+    host = "127.0.0.1" if address_is_loopback(address) else "[::]"
+    server = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind the health port {host}:{port}")
+    await server.start()
+    return server, bound
 
 
 def request_context(context: aio.ServicerContext) -> RequestContext:

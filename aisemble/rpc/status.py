@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from aisemble.errors import DOMAIN, AisembleError, Code, UpstreamError
+from aisemble.errors import DOMAIN, AisembleError, Code, FieldViolation, UpstreamError
 
 __all__ = [
     "STATUS_DETAILS_KEY",
+    "StatusDetails",
     "error_reason",
     "grpc_code",
     "internal_status",
+    "read_details",
     "rich_status",
     "to_rpc_status",
 ]
@@ -79,14 +82,36 @@ def rich_status(exc: grpc.aio.AioRpcError) -> bytes:
     return b""
 
 
-def error_reason(exc: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a failed call ("" when it sent none)."""
-    raw = rich_status(exc)
-    if not raw:
-        return ""
-    for detail in status_pb2.Status.FromString(raw).details:
+@dataclass(frozen=True)
+class StatusDetails:
+    """What a google.rpc.Status says beyond its code and message: the ErrorInfo, BadRequest and RetryInfo details."""
+
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: tuple[FieldViolation, ...] = ()
+    retry_after_s: float | None = None
+
+
+def read_details(raw: bytes) -> StatusDetails:
+    """The details of a serialized google.rpc.Status (empty ones for b"")."""
+    reason, metadata, retry = "", {}, None
+    violations: tuple[FieldViolation, ...] = ()
+    for detail in status_pb2.Status.FromString(raw).details if raw else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
-    return ""
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = tuple(FieldViolation(v.field, v.description) for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            delay = error_details_pb2.RetryInfo()
+            detail.Unpack(delay)
+            retry = delay.retry_delay.ToTimedelta().total_seconds()
+    return StatusDetails(reason, metadata, violations, retry)
+
+
+def error_reason(exc: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call ("" when it sent none)."""
+    return read_details(rich_status(exc)).reason

@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from aisemble.errors import Code
-from aisemble.rpc.status import rich_status
+from aisemble.rpc.status import read_details, rich_status
 
 __all__ = ["HTTP_STATUS", "OpenAIError", "error_response", "from_status", "from_validation", "param_path"]
 
@@ -77,26 +76,6 @@ def error_response(error: OpenAIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def _details(exc: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]], float | None]:
-    """(ErrorInfo reason, field violations as (field, description), retry delay in seconds) of a failed call."""
-    raw = rich_status(exc)
-    reason, violations, retry = "", [], None
-    for detail in status_pb2.Status.FromString(raw).details if raw else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = [(v.field, v.description) for v in bad.field_violations]
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            delay = error_details_pb2.RetryInfo()
-            detail.Unpack(delay)
-            retry = delay.retry_delay.ToTimedelta().total_seconds()
-    return reason, violations, retry
-
-
 def _renamed(field: str, param_names: Mapping[str, str]) -> str:
     """A request field of the gateway's (`max_output_tokens`, `texts[2]`) as the caller named it."""
     head, bracket, rest = field.partition("[")
@@ -111,9 +90,10 @@ def from_status(
     is named as the caller named it (`max_tokens`, not the gateway's `max_output_tokens`), in `param` and in the
     message. A call that never reached the gateway (no rich status) says so, and may be retried after a second."""
     code = Code.of(exc.code().value[0])
-    reason, violations, retry = _details(exc)
+    details = read_details(rich_status(exc))
+    reason, retry = details.reason, details.retry_after_s
     message = exc.details() or code.name
-    fields = [(_renamed(field, param_names or {}), description) for field, description in violations]
+    fields = [(_renamed(v.field, param_names or {}), v.description) for v in details.violations]
     if fields:
         message = "; ".join(f"{field}: {description}" for field, description in fields)
     elif code == Code.UNAVAILABLE and not reason:

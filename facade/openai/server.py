@@ -12,13 +12,14 @@ from collections.abc import Awaitable, Callable
 import prometheus_client
 import uvicorn
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from starlette.types import ASGIApp
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.schema import ConfigError
 from aisemble.config.security import address_is_loopback
 from aisemble.rpc.client import target_for
+from aisemble.rpc.server import start_health_listener
 from aisemble.rpc.tls import gateway_peer
 from facade.openai.app import build_app
 
@@ -91,16 +92,11 @@ def app_for(mesh: MeshConfig) -> ASGIApp:
 
 
 async def _health_listener(address: str, port: int) -> tuple[aio.Server, health.aio.HealthServicer]:
-    """A plaintext grpc.health.v1 listener (for Kubernetes' gRPC probes, like every other process's
-    --health-port): NOT_SERVING until the HTTP server has started."""
-    host = "127.0.0.1" if address_is_loopback(address) else "[::]"
+    """The plaintext grpc.health.v1 listener every process offers with --health-port (for Kubernetes' gRPC
+    probes): NOT_SERVING until the HTTP server has started."""
     servicer = health.aio.HealthServicer()
-    server = aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise ConfigError(f"could not bind the health port {host}:{port}")
-    await server.start()
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    server, _port = await start_health_listener(servicer, address, port)
     return server, servicer
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -23,13 +22,6 @@ from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, wait
 ONNX, TORCH, EMBEDDER = "smollm2-135m-onnx", "smollm2-135m", "minilm-l6"
 #: The facade's body limit in these tests (the mesh default, 16 MiB, would make the 413 test slow).
 BODY_LIMIT = 1 << 20
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def until(predicate, seconds: float = 30.0) -> None:

@@ -22,13 +22,12 @@ from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
 from facade.openai.app import build_app
 from services.llm.app import build_server as build_llm
-from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, write_registry
+from tests.integration.conftest import LLM_MODELS, build_gateway, free_port, mesh_for, write_registry
 from tests.integration.openai_fixtures import (
     BODY_LIMIT,
     EMBEDDER,
     ONNX,
     TORCH,
-    free_port,
     serving,
     started_facade_mesh,
     until,

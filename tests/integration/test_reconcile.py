@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -15,15 +14,9 @@ from aisemble.rpc.server import ServerConfig
 from aisemble.store.model_store import ModelStore
 from services.nlp.app import build_server as build_nlp
 from services.registry.app import build_server as build_registry
-from tests.integration.conftest import mesh_for, write_registry
+from tests.integration.conftest import free_port, mesh_for, write_registry
 
 MODEL = "langid"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _until(predicate, seconds: float = 30.0) -> None:
@@ -63,7 +56,7 @@ async def test_a_failed_load_is_retried_until_its_files_appear(registry, store, 
 
 
 async def test_a_model_removed_while_the_follower_was_away_is_unloaded(registry, store, tmp_path, start_server):
-    port = _free_port()
+    port = free_port()
     nlp = build_nlp(ServerConfig(name="nlp"), None, {}, store=store, registry_target=f"127.0.0.1:{port}")
     await start_server(nlp)
 

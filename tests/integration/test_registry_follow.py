@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpc
 import pytest
@@ -15,13 +14,7 @@ from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.server import ServerConfig
 from services.llm.app import build_server as build_llm
-from tests.integration.conftest import build_gateway, mesh_for, write_registry
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.conftest import build_gateway, free_port, mesh_for, write_registry
 
 
 async def _until(predicate, seconds: float = 60.0) -> None:
@@ -33,7 +26,7 @@ async def _until(predicate, seconds: float = 60.0) -> None:
 
 
 async def test_registered_model_is_loaded_and_served(registry, store, tmp_path, start_server):
-    registry_port = _free_port()  # the LLM service follows the registry service there, as in the mesh
+    registry_port = free_port()  # the LLM service follows the registry service there, as in the mesh
     llm_server = build_llm(
         ServerConfig(name="llm"), None, {}, store=store, registry_target=f"127.0.0.1:{registry_port}"
     )
