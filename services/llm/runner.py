@@ -1,4 +1,4 @@
-"""Runs generations: resolves the model, applies its limits and defaults, admits, streams off the event loop."""
+"""Runs generations: resolves the model, applies its limits and defaults, admits, streams its chunks."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ __all__ = ["LlmLimits", "LlmRunner", "Resolved"]
 class LlmLimits:
     """Service-wide limits (per model limits come from the registry)."""
 
-    max_concurrent_generations: int = 16  # local models batch them (continuous batching)
+    # Generations of a backend without continuous batching (a remote API, params.continuous_batching: false);
+    # a batched model admits its own (params.max_batch_size and max_waiting).
+    max_concurrent_generations: int = 16
     max_waiting_generations: int = 64
     max_prompt_bytes: int = 256 * 1024
     max_stop_sequences: int = 8
@@ -134,9 +136,15 @@ class LlmRunner:
     async def _generate(
         self, resolved: Resolved, request: GenerationRequest, ctx: RequestContext
     ) -> AsyncIterator[GenerationChunk]:
-        """Stream the chunks of one generation; holds an admission slot while it runs."""
+        """Stream the chunks of one generation. A continuously batched backend admits it (its batch and
+        waiting room) and hands its chunks to the event loop; any other runs in a worker thread, holding one
+        of this runner's admission slots."""
+        backend = resolved.backend
+        if getattr(backend, "batched", False):
+            async for chunk in backend.stream_batched(request, ctx):  # type: ignore[attr-defined]
+                yield chunk
+            return
         async with self.admission.slot():
-            backend = resolved.backend
             chunks = iterate_in_thread(lambda: backend.stream(request, ctx), ctx, self._executor)
             async for chunk in chunks:
                 yield chunk

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,12 +15,14 @@ import numpy as np
 
 from aisemble.errors import ResourceExhaustedError
 from aisemble.hosting.backend import RequestContext
-from services.llm.detokenizer import IncrementalDetokenizer
-from services.llm.sampling import Sampler
-from services.llm.stopping import StopSequenceFilter
+from services.llm.sequence import SequenceOutput
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
-__all__ = ["BatchLimits", "BatchModel", "ContinuousBatcher", "SchedulerStats"]
+__all__ = ["BatchLimits", "BatchModel", "ContinuousBatcher", "Emit", "SchedulerStats"]
+
+#: Where a sequence's chunks go, called on the decoding thread: each chunk as it is ready, or the exception
+#: that ended the sequence. It must not block (the runner's hands the item to the event loop).
+Emit = Callable[[GenerationChunk | BaseException], None]
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +95,10 @@ class _Sequence:
     request: GenerationRequest
     ctx: RequestContext
     input_ids: list[int]
-    out: queue.Queue[GenerationChunk | BaseException]
-    sampler: Sampler
-    detokenizer: IncrementalDetokenizer
-    stops: StopSequenceFilter
+    emit: Emit
+    output: SequenceOutput
     enqueued_at: float
     cache_length: int = 0  # true (unpadded) length of this sequence's cache
-    last_token: int = -1
-    output_tokens: int = 0
-    pending_ids: list[int] = field(default_factory=list)
-    pending_logprob: float = 0.0
     first_token_seen: bool = False
     partial_kv: Any = None  # the cache of a long prompt while it is prefilled chunk by chunk
 
@@ -144,18 +140,16 @@ class ContinuousBatcher:
         """Sequences waiting to join (a long prompt being prefilled counts as waiting)."""
         return len(self._waiting) + (self._prefilling is not None)
 
-    def stream(
-        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
-    ) -> Iterator[GenerationChunk]:
-        """Submit one sequence and yield its chunks as the loop produces them (blocking)."""
+    def submit(self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int], emit: Emit) -> None:
+        """Queue one sequence; its chunks go to `emit` as the loop produces them, the last one with its finish
+        reason (CANCELLED once `ctx` is done). RESOURCE_EXHAUSTED (BATCH_QUEUE_FULL) when too many wait: this
+        is the only admission a batched generation passes."""
         sequence = _Sequence(
             request=request,
             ctx=ctx,
             input_ids=input_ids,
-            out=queue.Queue(),
-            sampler=Sampler(request.sampling, self.model.eos_token_ids),
-            detokenizer=IncrementalDetokenizer(self.model.tokenizer),
-            stops=StopSequenceFilter(request.sampling.stop),
+            emit=emit,
+            output=SequenceOutput(request.sampling, self.model.tokenizer, self.model.eos_token_ids, len(input_ids)),
             enqueued_at=time.perf_counter(),
         )
         with self._condition:
@@ -172,8 +166,16 @@ class ContinuousBatcher:
                 self._thread = threading.Thread(target=self._loop, name="llm-batcher", daemon=True)
                 self._thread.start()
             self._condition.notify()
+
+    def stream(
+        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
+    ) -> Iterator[GenerationChunk]:
+        """Submit one sequence and yield its chunks as the loop produces them (blocking: for callers off the
+        event loop)."""
+        out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
+        self.submit(request, ctx, input_ids, out.put)
         while True:
-            item = sequence.out.get()
+            item = out.get()
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -215,7 +217,7 @@ class ContinuousBatcher:
                 log.exception("the batch decoding step failed")
                 failed = [*admitted, *self._running, *([self._prefilling] if self._prefilling else [])]
                 for sequence in {id(s): s for s in failed}.values():
-                    sequence.out.put(exc)
+                    sequence.emit(exc)
                 self._running, self._kv, self._kv_length, self._prefilling = [], None, 0, None
 
     def _cancel_all(self) -> None:
@@ -285,7 +287,7 @@ class ContinuousBatcher:
         except Exception as exc:  # the arrivals fail; the running batch is untouched
             log.exception("prefilling %d arrivals failed", len(arrivals))
             for sequence in arrivals:
-                sequence.out.put(exc)
+                sequence.emit(exc)
             return
         self.stats.prefills += 1
         self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(arrivals))
@@ -305,7 +307,7 @@ class ContinuousBatcher:
         except Exception as exc:  # this sequence fails; the running batch is untouched
             log.exception("prefilling a chunk of a long prompt failed")
             self._prefilling = sequence.partial_kv = None
-            sequence.out.put(exc)
+            sequence.emit(exc)
             return
         sequence.cache_length += len(chunk)
         self.stats.prefill_chunks += 1
@@ -335,58 +337,21 @@ class ContinuousBatcher:
 
     def _take_token(self, sequence: _Sequence, logits: np.ndarray) -> bool:
         """Sample the next token of a sequence and emit its text; True when the sequence is finished."""
-        params = sequence.request.sampling
         if self._finish_if_cancelled(sequence):
             return True
-        token, logprob = sequence.sampler(logits)
         if not sequence.first_token_seen:
             sequence.first_token_seen = True
             waited = time.perf_counter() - sequence.enqueued_at
             self.stats.time_to_first_token.append(waited)
             self.stats.first_tokens += 1
             self.stats.first_token_seconds += waited
-        if token in self.model.eos_token_ids:
-            self._finish(sequence, FinishReason.STOP)
-            return True
-        sequence.output_tokens += 1
-        sequence.last_token = token
-        sequence.pending_ids.append(token)
-        sequence.pending_logprob += logprob
-        text = sequence.stops.push(sequence.detokenizer.push(token))
-        if text or sequence.stops.stopped:
-            sequence.out.put(
-                GenerationChunk(
-                    text=text,
-                    token_count=len(sequence.pending_ids),
-                    logprob_sum=sequence.pending_logprob,
-                    token_ids=sequence.pending_ids,
-                )
-            )
-            sequence.pending_ids, sequence.pending_logprob = [], 0.0
-        if sequence.stops.stopped:
-            self._finish(sequence, FinishReason.STOP_SEQUENCE)
-            return True
-        if sequence.output_tokens >= params.max_output_tokens:
-            self._finish(sequence, FinishReason.LENGTH)
-            return True
-        return False
+        chunk = sequence.output.accept(logits)
+        if chunk is not None:
+            sequence.emit(chunk)
+        return sequence.output.finished
 
     def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
-        tail = "" if sequence.stops.stopped else sequence.stops.push(sequence.detokenizer.flush())
-        tail += sequence.stops.flush()
-        if sequence.stops.stopped and reason is not FinishReason.CANCELLED:
-            reason = FinishReason.STOP_SEQUENCE
-        sequence.out.put(
-            GenerationChunk(
-                text=tail,
-                token_count=len(sequence.pending_ids),
-                logprob_sum=sequence.pending_logprob,
-                token_ids=sequence.pending_ids,
-                finish_reason=reason,
-                prompt_tokens=len(sequence.input_ids),
-                output_tokens=sequence.output_tokens,
-            )
-        )
+        sequence.emit(sequence.output.finish(reason))
 
     def _step(self) -> None:
         running = self._running
@@ -395,7 +360,7 @@ class ContinuousBatcher:
         for row, sequence in enumerate(running):
             mask[row, length - sequence.cache_length :] = 1
         logits, kv = self.model.decode_batch(
-            [s.last_token for s in running], [s.cache_length for s in running], mask, self._kv
+            [s.output.last_token for s in running], [s.cache_length for s in running], mask, self._kv
         )
         self.stats.steps += 1
         self.stats.batched_tokens += len(running)

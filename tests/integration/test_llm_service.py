@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import time
@@ -15,7 +16,6 @@ from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig
 from services.llm.app import build_server
-from services.llm.runner import LlmLimits
 from tests.conftest import status_details
 
 MODEL = "smollm2-135m"
@@ -301,8 +301,9 @@ async def test_server_still_serves_after_bad_input(llm):
 
 
 async def test_more_concurrent_generations_than_configured_is_resource_exhausted(registry, store, start_server):
-    limits = LlmLimits(max_concurrent_generations=1, max_waiting_generations=0)
-    server = build_server(ServerConfig(name="llm"), None, {MODEL: registry[MODEL]}, store=store, limits=limits)
+    # A batched model admits its own generations (one layer): a batch of one and no waiting room.
+    spec = dataclasses.replace(registry[MODEL], params={"max_batch_size": 1, "max_waiting": 0})
+    server = build_server(ServerConfig(name="llm"), None, {MODEL: spec}, store=store)
     channel = await start_server(server)
     stub = llm_service_pb2_grpc.LlmServiceStub(channel)
     first = stub.StreamComplete(
@@ -314,4 +315,5 @@ async def test_more_concurrent_generations_than_configured_is_resource_exhausted
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     _status, details = status_details(caught.value)
     assert "RetryInfo" in details
+    assert details["ErrorInfo"].reason == "BATCH_QUEUE_FULL"
     first.cancel()

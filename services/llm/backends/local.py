@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,10 +16,8 @@ import numpy as np
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.settings import ModelSettings, setting
-from services.llm.detokenizer import IncrementalDetokenizer
-from services.llm.sampling import Sampler
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
-from services.llm.stopping import StopSequenceFilter
+from services.llm.sequence import SequenceOutput
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["ContinuousBatchingSettings", "LocalDecoderBackend"]
@@ -220,9 +219,56 @@ class LocalDecoderBackend(Backend, abc.ABC):
                 whole.prompt_tokens, whole.output_tokens = chunk.prompt_tokens, chunk.output_tokens
         return whole
 
-    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
+    @property
+    def batched(self) -> bool:
+        """True when generations join the continuous batcher: `stream_batched` serves them on the event loop
+        and the batcher is their admission (the runner neither admits them nor parks a thread per stream)."""
+        return self.batcher is not None
+
+    async def stream_batched(self, request: GenerationRequest, ctx: RequestContext) -> AsyncIterator[GenerationChunk]:
+        """The generation's chunks, handed by the decoding thread straight to this coroutine's queue (no
+        thread per stream). Leaving early (the caller went away) marks `ctx` cancelled: the sequence leaves
+        the batch at the next step."""
+        if self.batcher is None:
+            raise RuntimeError("stream_batched needs continuous batching")
+        input_ids = await asyncio.to_thread(self.prompt_ids, request)  # a long prompt tokenises off the loop
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the event loop has closed: the service is stopping
+                ctx.cancelled.set()
+
+        self.batcher.submit(request, ctx, input_ids, emit)
+        with self._counter_lock:
+            self.active_sequences += 1
+        finished = False
+        try:
+            while not finished:
+                item = await chunks.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finish_reason is not None
+                with self._counter_lock:
+                    self.tokens_generated += item.token_count
+                yield item
+        finally:
+            with self._counter_lock:
+                self.active_sequences -= 1
+            if not finished:
+                ctx.cancelled.set()
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids, checked against the context window with the request's max_output_tokens."""
         input_ids = self.encode(request)
         self.check_fits(len(input_ids), request.sampling.max_output_tokens)
+        return input_ids
+
+    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
+        input_ids = self.prompt_ids(request)
         if self.batcher is None:
             yield from self._stream_alone(request, ctx, input_ids)
             return
@@ -240,58 +286,26 @@ class LocalDecoderBackend(Backend, abc.ABC):
     def _stream_alone(
         self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
     ) -> Iterator[GenerationChunk]:
-        params = request.sampling
-        sampler = Sampler(params, self.eos_token_ids)
-        detokenizer = IncrementalDetokenizer(self.tokenizer)
-        stops = StopSequenceFilter(params.stop)
-        output_tokens, pending_logprob = 0, 0.0
-        pending_ids: list[int] = []
-        finish = FinishReason.LENGTH
+        output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids))
         with self._counter_lock:
             self.active_sequences += 1
         try:
             if ctx.is_done():
-                finish = FinishReason.CANCELLED
-            else:
-                logits, state = self._prefill(input_ids)
-                while output_tokens < params.max_output_tokens:
-                    if ctx.is_done():
-                        finish = FinishReason.CANCELLED
-                        break
-                    token, logprob = sampler(logits)
-                    if token in self.eos_token_ids:
-                        finish = FinishReason.STOP
-                        break
-                    output_tokens += 1
+                yield output.finish(FinishReason.CANCELLED)
+                return
+            logits, state = self._prefill(input_ids)
+            while True:
+                if ctx.is_done():
+                    yield output.finish(FinishReason.CANCELLED)
+                    return
+                chunk = output.accept(logits)
+                if chunk is not None:
                     with self._counter_lock:
-                        self.tokens_generated += 1
-                    pending_ids.append(token)
-                    pending_logprob += logprob
-                    text = stops.push(detokenizer.push(token))
-                    if text or stops.stopped:
-                        yield GenerationChunk(
-                            text=text, token_count=len(pending_ids), logprob_sum=pending_logprob, token_ids=pending_ids
-                        )
-                        pending_ids, pending_logprob = [], 0.0
-                    if stops.stopped:
-                        finish = FinishReason.STOP_SEQUENCE
-                        break
-                    if output_tokens >= params.max_output_tokens:
-                        break
-                    logits, state = self._decode(token, state)
-            tail = "" if stops.stopped else stops.push(detokenizer.flush())
-            tail += stops.flush()
-            if stops.stopped and finish is not FinishReason.CANCELLED:
-                finish = FinishReason.STOP_SEQUENCE
-            yield GenerationChunk(
-                text=tail,
-                token_count=len(pending_ids),
-                logprob_sum=pending_logprob,
-                token_ids=pending_ids,
-                finish_reason=finish,
-                prompt_tokens=len(input_ids),
-                output_tokens=output_tokens,
-            )
+                        self.tokens_generated += chunk.token_count
+                    yield chunk
+                if output.finished:
+                    return
+                logits, state = self._decode(output.last_token, state)
         finally:
             with self._counter_lock:
                 self.active_sequences -= 1
