@@ -15,6 +15,7 @@ import numpy as np
 
 from aisemble.errors import ResourceExhaustedError
 from aisemble.hosting.backend import RequestContext
+from services.llm.prefix_cache import PrefixCache, PrefixHit
 from services.llm.sequence import SequenceOutput
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
@@ -28,35 +29,34 @@ log = logging.getLogger(__name__)
 
 
 class BatchModel(Protocol):
-    """What the scheduler needs from a backend: a batched prefill, a batched decode, and cache surgery.
-
-    A cache ("kv") is backend-specific (numpy arrays for ONNX Runtime, a transformers cache) with
-    shape [batch, heads, length, dim] per layer and left padding.
-    """
+    """What the scheduler needs from an engine (services/llm/backends/engine.py says what each does): a
+    batched prefill, a batched decode, one sequence's forward pass, and cache surgery; one adapter per row."""
 
     tokenizer: Any
     eos_token_ids: frozenset[int]
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
-        """Run prompts together, left-padded to the longest: next-token logits [n, vocab] and their cache."""
-        ...
+    def prefill(self, prompts: list[list[int]], adapters: list[int | None]) -> tuple[np.ndarray, Any]: ...
 
     def decode_batch(
-        self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
+        self,
+        tokens: list[int],
+        positions: list[int],
+        attention_mask: np.ndarray,
+        kv: Any,
+        adapters: list[int | None],
     ) -> tuple[np.ndarray, Any]: ...
 
-    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
-        """One sequence's prompt chunk after its cache so far (None: the first chunk): next-token logits
-        [vocab] and the cache, in the same form as `prefill`'s (chunked prefill of long prompts)."""
-        ...
+    def forward(
+        self, input_ids: list[int], past: Any, past_length: int, adapter: int | None
+    ) -> tuple[np.ndarray, Any]: ...
 
-    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any:
-        """The two caches stacked (batch rows first), both left-padded to the longer length."""
-        ...
+    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any: ...
 
-    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
-        """The cache of the given rows only, without its first trim_left (all-padding) columns."""
-        ...
+    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any: ...
+
+    def kv_copy(self, kv: Any, row: int, start: int, stop: int) -> Any: ...
+
+    def kv_bytes(self, kv: Any) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class BatchLimits:
     # that a burst is prefilled in one call: one prompt alone then the rest costs more than all at once.
     gather_gap_s: float = 0.003
     gather_max_s: float = 0.02
+    # Caches of finished sequences kept for prefix reuse (0: none); see services/llm/prefix_cache.py.
+    prefix_cache_bytes: int = 128 * 2**20
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SchedulerStats:
     time_to_first_token: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=512))
     first_tokens: int = 0  # all time, with their total seconds (Prometheus summary)
     first_token_seconds: float = 0.0
+    prefix_hits: int = 0  # prompts that started from a cached prefix, and the tokens it saved
+    prefix_tokens_reused: int = 0
 
 
 @dataclass
@@ -98,6 +102,7 @@ class _Sequence:
     emit: Emit
     output: SequenceOutput
     enqueued_at: float
+    adapter: int | None = None  # the LoRA adapter of the engine this sequence runs (None: the base)
     cache_length: int = 0  # true (unpadded) length of this sequence's cache
     first_token_seen: bool = False
     partial_kv: Any = None  # the cache of a long prompt while it is prefilled chunk by chunk
@@ -121,6 +126,7 @@ class ContinuousBatcher:
         self.model = model
         self.limits = limits or BatchLimits()
         self.stats = SchedulerStats()
+        self.prefix_cache = PrefixCache(self.limits.prefix_cache_bytes, model.kv_bytes)
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._running: list[_Sequence] = []
         self._prefilling: _Sequence | None = None  # a long prompt, prefilled a chunk per iteration
@@ -140,7 +146,14 @@ class ContinuousBatcher:
         """Sequences waiting to join (a long prompt being prefilled counts as waiting)."""
         return len(self._waiting) + (self._prefilling is not None)
 
-    def submit(self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int], emit: Emit) -> None:
+    def submit(
+        self,
+        request: GenerationRequest,
+        ctx: RequestContext,
+        input_ids: list[int],
+        emit: Emit,
+        adapter: int | None = None,
+    ) -> None:
         """Queue one sequence; its chunks go to `emit` as the loop produces them, the last one with its finish
         reason (CANCELLED once `ctx` is done). RESOURCE_EXHAUSTED (BATCH_QUEUE_FULL) when too many wait: this
         is the only admission a batched generation passes."""
@@ -151,6 +164,7 @@ class ContinuousBatcher:
             emit=emit,
             output=SequenceOutput(request.sampling, self.model.tokenizer, self.model.eos_token_ids, len(input_ids)),
             enqueued_at=time.perf_counter(),
+            adapter=adapter,
         )
         with self._condition:
             free_slots = self.limits.max_batch_size - len(self._running) - (self._prefilling is not None)
@@ -168,12 +182,12 @@ class ContinuousBatcher:
             self._condition.notify()
 
     def stream(
-        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
+        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int], adapter: int | None = None
     ) -> Iterator[GenerationChunk]:
         """Submit one sequence and yield its chunks as the loop produces them (blocking: for callers off the
         event loop)."""
         out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
-        self.submit(request, ctx, input_ids, out.put)
+        self.submit(request, ctx, input_ids, out.put, adapter)
         while True:
             item = out.get()
             if isinstance(item, BaseException):
@@ -278,32 +292,62 @@ class ContinuousBatcher:
         return taken
 
     def _admit(self, arrivals: list[_Sequence]) -> None:
-        """Prefill the arrivals in one call, emit each one's first token, and join them to the batch."""
+        """Prefill the arrivals (in one call; one that starts with a cached prefix runs only the rest of its
+        prompt), emit each one's first token, and join them to the batch."""
         arrivals = [s for s in arrivals if not self._finish_if_cancelled(s)]
-        if not arrivals:
+        fresh: list[_Sequence] = []
+        for sequence in arrivals:
+            hit = self.prefix_cache.lookup(sequence.adapter, sequence.input_ids)
+            if hit is None:
+                fresh.append(sequence)
+                continue
+            try:
+                logits, kv = self._extend_from(sequence, hit)
+            except Exception as exc:  # this arrival fails; the others and the running batch are untouched
+                log.exception("prefilling after a cached prefix failed")
+                sequence.emit(exc)
+                continue
+            self._join([sequence], logits[None, :], kv)
+        if not fresh:
             return
         try:
-            logits, kv = self.model.prefill([s.input_ids for s in arrivals])
+            logits, kv = self.model.prefill([s.input_ids for s in fresh], [s.adapter for s in fresh])
         except Exception as exc:  # the arrivals fail; the running batch is untouched
-            log.exception("prefilling %d arrivals failed", len(arrivals))
-            for sequence in arrivals:
+            log.exception("prefilling %d arrivals failed", len(fresh))
+            for sequence in fresh:
                 sequence.emit(exc)
             return
         self.stats.prefills += 1
-        self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(arrivals))
-        for sequence in arrivals:
+        self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(fresh))
+        for sequence in fresh:
             sequence.cache_length = len(sequence.input_ids)
-        self._join(arrivals, logits, kv)
+        self._join(fresh, logits, kv)
+
+    def _extend_from(self, sequence: _Sequence, hit: PrefixHit) -> tuple[np.ndarray, Any]:
+        """Run the rest of a prompt after its cached prefix (a copy of it: the cache entry stays as it is)."""
+        kv = self.model.kv_copy(hit.kv, 0, 0, hit.length)
+        logits, kv = self.model.forward(sequence.input_ids[hit.length :], kv, hit.length, sequence.adapter)
+        sequence.cache_length = len(sequence.input_ids)
+        self.stats.prefix_hits += 1
+        self.stats.prefix_tokens_reused += hit.length
+        return logits, kv
 
     def _prefill_chunk(self, sequence: _Sequence) -> None:
         """The next chunk of a long prompt; when it is the last, the sequence joins the batch."""
         if self._finish_if_cancelled(sequence):
             self._prefilling = sequence.partial_kv = None
             return
+        if sequence.partial_kv is None:  # the first chunk: start after a cached prefix if there is one
+            hit = self.prefix_cache.lookup(sequence.adapter, sequence.input_ids)
+            if hit is not None:
+                sequence.partial_kv = self.model.kv_copy(hit.kv, 0, 0, hit.length)
+                sequence.cache_length = hit.length
+                self.stats.prefix_hits += 1
+                self.stats.prefix_tokens_reused += hit.length
         start = sequence.cache_length
         chunk = sequence.input_ids[start : start + self.limits.max_prefill_tokens]
         try:
-            logits, sequence.partial_kv = self.model.extend(chunk, sequence.partial_kv, start)
+            logits, sequence.partial_kv = self.model.forward(chunk, sequence.partial_kv, start, sequence.adapter)
         except Exception as exc:  # this sequence fails; the running batch is untouched
             log.exception("prefilling a chunk of a long prompt failed")
             self._prefilling = sequence.partial_kv = None
@@ -360,7 +404,11 @@ class ContinuousBatcher:
         for row, sequence in enumerate(running):
             mask[row, length - sequence.cache_length :] = 1
         logits, kv = self.model.decode_batch(
-            [s.output.last_token for s in running], [s.cache_length for s in running], mask, self._kv
+            [s.output.last_token for s in running],
+            [s.cache_length for s in running],
+            mask,
+            self._kv,
+            [s.adapter for s in running],
         )
         self.stats.steps += 1
         self.stats.batched_tokens += len(running)
@@ -376,6 +424,8 @@ class ContinuousBatcher:
         """Take finished sequences (batch rows) out of the batch and its cache."""
         if not rows:
             return
+        for row in rows:
+            self._keep_prefix(row)
         gone = set(rows)
         keep = [row for row in range(len(self._running)) if row not in gone]
         if not keep:
@@ -387,3 +437,16 @@ class ContinuousBatcher:
         self._kv = self.model.kv_select(self._kv, keep, trim)
         self._kv_length = longest
         self._running = survivors
+
+    def _keep_prefix(self, row: int) -> None:
+        """Put a finished row's cache (its prompt and the answer tokens it was fed) in the prefix cache."""
+        sequence = self._running[row]
+        if not self.prefix_cache.enabled or sequence.cache_length < self.prefix_cache.min_tokens:
+            return
+        tokens = [*sequence.input_ids, *sequence.output.token_ids][: sequence.cache_length]
+        try:
+            kv = self.model.kv_copy(self._kv, row, self._kv_length - sequence.cache_length, self._kv_length)
+        except Exception:  # the cache is an optimisation: a failed copy loses nothing
+            log.exception("keeping a finished sequence's cache for prefix reuse failed")
+            return
+        self.prefix_cache.store(sequence.adapter, tokens, kv)

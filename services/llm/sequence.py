@@ -31,6 +31,7 @@ class SequenceOutput:
         self.sampling = sampling
         self.prompt_tokens = prompt_tokens
         self.output_tokens = 0
+        self.token_ids: list[int] = []  # the tokens generated so far
         self.last_token = -1
         self.finish_reason: FinishReason | None = None
         self._eos = frozenset(eos_token_ids)
@@ -52,6 +53,7 @@ class SequenceOutput:
             return self.finish(FinishReason.STOP)
         self.output_tokens += 1
         self.last_token = token
+        self.token_ids.append(token)
         self._pending_ids.append(token)
         self._pending_logprob += logprob
         text = self._stops.push(self._detokenizer.push(token))

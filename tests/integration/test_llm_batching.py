@@ -51,6 +51,16 @@ def _requests(seeded: bool = False) -> list[GenerationRequest]:
     ]
 
 
+@contextlib.contextmanager
+def _no_prefix_reuse(batcher: ContinuousBatcher) -> Iterator[None]:
+    """The batcher's prefix cache off for the block (its entries kept for later tests)."""
+    budget, batcher.prefix_cache.max_bytes = batcher.prefix_cache.max_bytes, 0
+    try:
+        yield
+    finally:
+        batcher.prefix_cache.max_bytes = budget
+
+
 @pytest.mark.parametrize("model", LLM_MODELS)
 @pytest.mark.parametrize("seeded", [False, True], ids=["greedy", "seeded"])
 def test_batch_of_8_equals_each_alone(llm, model, seeded):
@@ -58,11 +68,12 @@ def test_batch_of_8_equals_each_alone(llm, model, seeded):
     backend = server.model_host.models[model].backend
     assert backend.batcher is not None
     requests = _requests(seeded)
-    alone = [backend.run(r, RequestContext()) for r in requests]
-    before = backend.batcher.stats.max_batch_seen
-    backend.batcher.stats.max_batch_seen = backend.batcher.stats.max_prefill_seen = 0
-    with ThreadPoolExecutor(len(requests)) as pool:
-        together = list(pool.map(lambda r: backend.run(r, RequestContext()), requests))
+    with _no_prefix_reuse(backend.batcher):  # every prompt prefilled in full: alone, then together
+        alone = [backend.run(r, RequestContext()) for r in requests]
+        before = backend.batcher.stats.max_batch_seen
+        backend.batcher.stats.max_batch_seen = backend.batcher.stats.max_prefill_seen = 0
+        with ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(lambda r: backend.run(r, RequestContext()), requests))
     assert backend.batcher.stats.max_batch_seen >= 4, "the sequences were not decoded together"
     assert backend.batcher.stats.max_prefill_seen >= 2, "the arrivals were not prefilled together"
     backend.batcher.stats.max_batch_seen = max(before, backend.batcher.stats.max_batch_seen)
@@ -143,7 +154,7 @@ def _start(batcher: ContinuousBatcher, request: GenerationRequest, backend) -> t
 @contextlib.contextmanager
 def _own_batcher(backend, **limits) -> Iterator[ContinuousBatcher]:
     """A batcher of its own with these limits on the session's model, closed afterwards."""
-    batcher = ContinuousBatcher(backend, BatchLimits(**limits))
+    batcher = ContinuousBatcher(backend.engine, BatchLimits(**limits))
     try:
         yield batcher
     finally:
@@ -250,19 +261,29 @@ async def test_batching_figures_are_exported_to_prometheus(registry, store, star
     model = "smollm2-135m-onnx"
     server = build_server(ServerConfig(name="llm", metrics_port=0), None, {model: registry[model]}, store=store)
     stub = llm_service_pb2_grpc.LlmServiceStub(await start_server(server))
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+    async def scrape() -> dict[str, float]:
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if model in line}
+
+    # The batcher is the process's one for this model (the session's servers share its engine): count the change.
+    before = await scrape()
     reply = await stub.Complete(
         pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=5, min_output_tokens=5, temperature=0)
     )
     assert reply.usage.output_tokens == 5
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    figures = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if model in line}
+    after = await scrape()
     label = f'{{model="{model}"}}'
-    assert figures[f"aisemble_llm_batch_steps_total{label}"] == 4  # the first token comes from the prefill
-    assert figures[f"aisemble_llm_batch_tokens_total{label}"] == 4
-    assert figures[f"aisemble_llm_time_to_first_token_seconds_count{label}"] == 1
-    assert 0 < figures[f"aisemble_llm_time_to_first_token_seconds_sum{label}"] < 60
-    assert figures[f"aisemble_llm_batch_running{label}"] == 0
+
+    def grew(name: str) -> float:
+        return after[f"{name}{label}"] - before.get(f"{name}{label}", 0.0)
+
+    assert grew("aisemble_llm_batch_steps_total") == 4  # the first token comes from the prefill
+    assert grew("aisemble_llm_batch_tokens_total") == 4
+    assert grew("aisemble_llm_time_to_first_token_seconds_count") == 1
+    assert 0 < grew("aisemble_llm_time_to_first_token_seconds_sum") < 60
+    assert after[f"aisemble_llm_batch_running{label}"] == 0
 
 
 async def test_bad_batching_params_fail_the_load_and_calls_say_why(registry, store, start_server):

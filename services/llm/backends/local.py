@@ -1,28 +1,29 @@
-"""The decoding loop shared by local text-generation backends: tokenise, prefill, sample, detokenise, stop."""
+"""A local text-generation registry entry: its settings, its share of an engine, and its decoding loops."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import json
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.settings import ModelSettings, setting
+from services.llm.backends.engine import ENGINES, DecoderEngine
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.sequence import SequenceOutput
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
-__all__ = ["ContinuousBatchingSettings", "LocalDecoderBackend"]
+__all__ = ["ADAPTER_KEYS", "ContinuousBatchingSettings", "LocalDecoderBackend"]
 
 _DEFAULT = BatchLimits()
+#: Params that name an adapter's base, not a runtime setting of the engine.
+ADAPTER_KEYS = frozenset({"base_model_path"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ContinuousBatchingSettings(ModelSettings):
     max_prefill_tokens: int = setting(_DEFAULT.max_prefill_tokens, minimum=1)
     gather_ms: float = setting(_DEFAULT.gather_gap_s * 1000, minimum=0)
     gather_max_ms: float = setting(_DEFAULT.gather_max_s * 1000, minimum=0)
+    prefix_cache_mb: float = setting(_DEFAULT.prefix_cache_bytes / 2**20, minimum=0)
 
     def batch_limits(self) -> BatchLimits:
         """The batcher's bounds."""
@@ -46,18 +48,26 @@ class ContinuousBatchingSettings(ModelSettings):
             max_prefill_tokens=self.max_prefill_tokens,
             gather_gap_s=self.gather_ms / 1000,
             gather_max_s=self.gather_max_ms / 1000,
+            prefix_cache_bytes=int(self.prefix_cache_mb * 2**20),
+        )
+
+    def engine_key(self) -> tuple[Any, ...]:
+        """The settings that shape the loaded engine (not its batching): entries that agree on them share it."""
+        batching = {f.name for f in dataclasses.fields(ContinuousBatchingSettings)}
+        return tuple(
+            (f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in batching | ADAPTER_KEYS
         )
 
 
 class LocalDecoderBackend(Backend, abc.ABC):
-    """A causal LM run step by step in this process; subclasses supply the forward pass only.
+    """A causal LM run step by step in this process, on an engine shared with every entry that names the same
+    artifact (services/llm/backends/engine.py); a LoRA adapter entry runs on its base's engine, unmerged.
 
     With continuous batching (the default; params.continuous_batching: false turns it off; its bounds
-    are ContinuousBatchingSettings, read once at load), every concurrent sequence joins one
-    ContinuousBatcher, which decodes them together; subclasses then supply prefill / extend /
-    decode_batch / kv_join / kv_select. Without it, each request runs its own loop over
-    `_prefill(ids)` and `_decode(token, state)`. Either way cancellation and the deadline are checked
-    before every step, so a cancelled request stops within one decoding step.
+    are ContinuousBatchingSettings, read once at load), every concurrent sequence joins one of the
+    engine's ContinuousBatchers, which decodes them together. Without it, each request runs its own
+    loop over `engine.forward`. Either way cancellation and the deadline are checked before every
+    step, so a cancelled request stops within one decoding step.
     `active_sequences` and `tokens_generated` count what the backend computes (info() reports them, the
     LLM service exports them to Prometheus): they show compute start and stop.
     """
@@ -65,93 +75,70 @@ class LocalDecoderBackend(Backend, abc.ABC):
     tasks = frozenset({"text-generation"})
     #: This backend's settings in the registry entry's params.
     settings_class: ClassVar[type[ContinuousBatchingSettings]] = ContinuousBatchingSettings
+    #: The runtime that loads and runs the network.
+    engine_class: ClassVar[type[DecoderEngine]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.engine: Any = None
         self.tokenizer: Any = None
         self.context_window = 0
         self.eos_token_ids: frozenset[int] = frozenset()
         self.generation_defaults: dict[str, float] = {}
         self.settings = self.settings_class()
+        self.adapter: int | None = None  # this entry's LoRA adapter on the engine (None: the base model)
         self.tokens_generated = 0  # all time
         self.active_sequences = 0  # generations running now (in the batcher or alone)
         self._counter_lock = threading.Lock()
+        self._engine_key: tuple[Any, ...] | None = None
         self.batcher: ContinuousBatcher | None = None
-
-    # --- to implement ---
-    @abc.abstractmethod
-    def _load_model(self, path: Path) -> None:
-        """Load the network from the model store folder."""
-
-    @abc.abstractmethod
-    def _prefill(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
-        """Run the prompt; return the logits of the next token and the cache state."""
-
-    @abc.abstractmethod
-    def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
-        """Feed one token; return the logits of the next token and the new state."""
-
-    @staticmethod
-    def _left_padded(prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """input_ids, attention_mask and position_ids of prompts left-padded to the longest (batched prefill)."""
-        longest = max(len(p) for p in prompts)
-        input_ids = np.zeros((len(prompts), longest), dtype=np.int64)
-        attention_mask = np.zeros((len(prompts), longest), dtype=np.int64)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, longest - len(prompt) :] = prompt
-            attention_mask[row, longest - len(prompt) :] = 1
-        position_ids = np.maximum(attention_mask.cumsum(axis=1) - 1, 0)
-        return input_ids, attention_mask, position_ids
 
     # --- Backend ---
     def load(self) -> None:
-        from transformers import AutoTokenizer
-
         self.settings = self.settings_class.for_serving(self.spec)  # refused settings: before any weight is read
         if self.store is None:
             raise FailedPreconditionError(f"model '{self.spec.name}' needs the model store")
         path = self.store.require(self.spec.model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        config = json.loads((path / "config.json").read_text())
-        self.context_window = self.spec.max_tokens or int(config.get("max_position_embeddings", 2048))
-        self.eos_token_ids = frozenset(self._eos_ids(path, config))
-        self.generation_defaults = self._read_generation_defaults(path)
-        self._load_model(path)
-        # Warm up: the first forward pass allocates and picks kernels.
-        logits, _state = self._prefill(self.tokenizer("Hello")["input_ids"])
-        if logits.shape[-1] < len(self.tokenizer) - 1024:
-            raise FailedPreconditionError(f"model '{self.spec.name}': logits size does not match the tokenizer")
+        base, adapter = self._artifacts(path)
+        key = (self.engine_class, str(base), self.spec.device, self.settings.engine_key())
+        if adapter is not None and not self.engine_class.serves_adapters:
+            raise FailedPreconditionError(f"model '{self.spec.name}': {self.provider} does not serve LoRA adapters")
+        engine = ENGINES.acquire(key, lambda: self._build_engine(base))
+        try:
+            if adapter is not None:
+                self.adapter = engine.add_adapter(adapter)
+        except BaseException:
+            ENGINES.release(key)
+            raise
+        self.engine, self._engine_key = engine, key
+        self.tokenizer = engine.tokenizer
+        self.context_window = self.spec.max_tokens or int(engine.config.get("max_position_embeddings", 2048))
+        self.eos_token_ids = engine.eos_token_ids
+        self.generation_defaults = dict(engine.generation_defaults)
         if self.settings.continuous_batching:
-            self.batcher = ContinuousBatcher(self, self.settings.batch_limits())  # type: ignore[arg-type]
+            self.batcher = engine.batcher(self.settings.batch_limits())
+
+    def _artifacts(self, path: Path) -> tuple[Path, Path | None]:
+        """The base weights' folder and, for a LoRA adapter (a peft folder), the adapter's."""
+        if not (path / "adapter_config.json").exists():
+            return path, None
+        base_name = getattr(self.settings, "base_model_path", None)
+        if not base_name or self.store is None:
+            raise FailedPreconditionError(
+                f"model '{self.spec.name}' is a LoRA adapter: params.base_model_path must name the base artifact"
+            )
+        return self.store.require(base_name), path
+
+    def _build_engine(self, path: Path) -> DecoderEngine:
+        engine = self.engine_class(path, self.spec.device)
+        engine.load(self.settings)
+        engine.warm_up()
+        return engine
 
     def _batch_limits(self, params: Mapping[str, Any]) -> BatchLimits:
         """The batcher's bounds in a params mapping, parsed as load() parses the entry's (FAILED_PRECONDITION,
         MODEL_CONFIG_INVALID, naming each bad `params.<key>`)."""
         return self.settings_class.for_serving(self.spec, params).batch_limits()
-
-    def _eos_ids(self, path: Path, config: dict[str, Any]) -> set[int]:
-        ids: set[int] = set()
-        sources = [config.get("eos_token_id")]
-        generation = path / "generation_config.json"
-        if generation.exists():
-            sources.append(json.loads(generation.read_text()).get("eos_token_id"))
-        sources.append(self.tokenizer.eos_token_id)
-        for source in sources:
-            if isinstance(source, int):
-                ids.add(source)
-            elif isinstance(source, list):
-                ids.update(int(i) for i in source)
-        return ids
-
-    @staticmethod
-    def _read_generation_defaults(path: Path) -> dict[str, float]:
-        generation = path / "generation_config.json"
-        if not generation.exists():
-            return {}
-        values = json.loads(generation.read_text())
-        return {
-            k: float(values[k]) for k in ("temperature", "top_p", "top_k") if isinstance(values.get(k), int | float)
-        }
 
     def info(self) -> dict[str, Any]:
         facts: dict[str, Any] = {
@@ -161,18 +148,33 @@ class LocalDecoderBackend(Backend, abc.ABC):
             "generation_defaults": self.generation_defaults,
             "active_sequences": self.active_sequences,
             "tokens_generated": self.tokens_generated,
+            "shared_by": ENGINES.users(self._engine_key) if self._engine_key else 0,
         }
+        if self.adapter is not None:
+            facts["lora_adapter"] = {"base": self.engine.path.name, "served": "unmerged, on the shared base"}
         if self.batcher is not None:
+            cache = self.batcher.prefix_cache
             facts["continuous_batching"] = {
                 "max_batch_size": self.batcher.limits.max_batch_size,
                 "running": self.batcher.running,
                 "waiting": self.batcher.waiting,
+                "prefix_cache": {"bytes": cache.size_bytes, "hits": cache.hits, "tokens_reused": cache.tokens_reused},
             }
         return facts
 
     def cleanup(self) -> None:
+        engine, key = self.engine, self._engine_key
+        if engine is None or key is None:
+            return
         if self.batcher is not None:
-            self.batcher.close()
+            if self.adapter is not None:
+                self.batcher.prefix_cache.forget(self.adapter)
+            engine.release_batcher(self.batcher.limits)
+            self.batcher = None
+        if self.adapter is not None:
+            engine.remove_adapter(self.adapter)
+        self.engine = self._engine_key = None
+        ENGINES.release(key)
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """Token ids of the prompt, with the chat template applied for chat requests."""
@@ -184,6 +186,12 @@ class LocalDecoderBackend(Backend, abc.ABC):
             )
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(self.tokenizer(request.prompt)["input_ids"])
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids, checked against the context window with the request's max_output_tokens."""
+        input_ids = self.encode(request)
+        self.check_fits(len(input_ids), request.sampling.max_output_tokens)
+        return input_ids
 
     def check_fits(self, prompt_tokens: int, max_output_tokens: int) -> None:
         """INVALID_ARGUMENT, with the token counts, when prompt + output cannot fit the context window."""
@@ -219,6 +227,22 @@ class LocalDecoderBackend(Backend, abc.ABC):
                 whole.prompt_tokens, whole.output_tokens = chunk.prompt_tokens, chunk.output_tokens
         return whole
 
+    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
+        input_ids = self.prompt_ids(request)
+        if self.batcher is None:
+            yield from self._stream_alone(request, ctx, input_ids)
+            return
+        with self._counter_lock:
+            self.active_sequences += 1
+        try:
+            for chunk in self.batcher.stream(request, ctx, input_ids, self.adapter):
+                with self._counter_lock:
+                    self.tokens_generated += chunk.token_count
+                yield chunk
+        finally:
+            with self._counter_lock:
+                self.active_sequences -= 1
+
     @property
     def batched(self) -> bool:
         """True when generations join the continuous batcher: `stream_batched` serves them on the event loop
@@ -229,7 +253,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
         """The generation's chunks, handed by the decoding thread straight to this coroutine's queue (no
         thread per stream). Leaving early (the caller went away) marks `ctx` cancelled: the sequence leaves
         the batch at the next step."""
-        if self.batcher is None:
+        batcher = self.batcher
+        if batcher is None:
             raise RuntimeError("stream_batched needs continuous batching")
         input_ids = await asyncio.to_thread(self.prompt_ids, request)  # a long prompt tokenises off the loop
         loop = asyncio.get_running_loop()
@@ -241,7 +266,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
             except RuntimeError:  # the event loop has closed: the service is stopping
                 ctx.cancelled.set()
 
-        self.batcher.submit(request, ctx, input_ids, emit)
+        batcher.submit(request, ctx, input_ids, emit, self.adapter)
         with self._counter_lock:
             self.active_sequences += 1
         finished = False
@@ -261,31 +286,10 @@ class LocalDecoderBackend(Backend, abc.ABC):
             if not finished:
                 ctx.cancelled.set()
 
-    def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids, checked against the context window with the request's max_output_tokens."""
-        input_ids = self.encode(request)
-        self.check_fits(len(input_ids), request.sampling.max_output_tokens)
-        return input_ids
-
-    def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
-        input_ids = self.prompt_ids(request)
-        if self.batcher is None:
-            yield from self._stream_alone(request, ctx, input_ids)
-            return
-        with self._counter_lock:
-            self.active_sequences += 1
-        try:
-            for chunk in self.batcher.stream(request, ctx, input_ids):
-                with self._counter_lock:
-                    self.tokens_generated += chunk.token_count
-                yield chunk
-        finally:
-            with self._counter_lock:
-                self.active_sequences -= 1
-
     def _stream_alone(
         self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
     ) -> Iterator[GenerationChunk]:
+        engine = self.engine
         output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids))
         with self._counter_lock:
             self.active_sequences += 1
@@ -293,7 +297,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
             if ctx.is_done():
                 yield output.finish(FinishReason.CANCELLED)
                 return
-            logits, state = self._prefill(input_ids)
+            logits, kv = engine.forward(input_ids, None, 0, self.adapter)
+            length = len(input_ids)
             while True:
                 if ctx.is_done():
                     yield output.finish(FinishReason.CANCELLED)
@@ -305,7 +310,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
                     yield chunk
                 if output.finished:
                     return
-                logits, state = self._decode(output.last_token, state)
+                logits, kv = engine.forward([output.last_token], kv, length, self.adapter)
+                length += 1
         finally:
             with self._counter_lock:
                 self.active_sequences -= 1

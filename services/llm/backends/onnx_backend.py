@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,9 +10,10 @@ import numpy as np
 from aisemble.errors import FailedPreconditionError
 from aisemble.hosting.onnx_runtime import OnnxRuntimeSettings, inference_session
 from aisemble.store.causal_lm_graph import KV_INPUT_NAMES, ONNX_FILE
+from services.llm.backends.engine import DecoderEngine
 from services.llm.backends.local import ContinuousBatchingSettings, LocalDecoderBackend
 
-__all__ = ["OnnxLlmBackend", "OnnxLlmSettings"]
+__all__ = ["OnnxLlmBackend", "OnnxLlmEngine", "OnnxLlmSettings"]
 
 
 @dataclass(frozen=True)
@@ -22,64 +21,52 @@ class OnnxLlmSettings(ContinuousBatchingSettings, OnnxRuntimeSettings):
     """An ONNX Runtime text-generation model's params: its continuous batching and ONNX Runtime's threads."""
 
 
-class OnnxLlmBackend(LocalDecoderBackend):
-    """A causal LM exported by `aisemble models prepare` (one graph for prefill and decode).
+class OnnxLlmEngine(DecoderEngine):
+    """A causal LM exported by `aisemble models prepare` (one graph for prefill and decode) in one
+    InferenceSession; the cache is the list of present key/value arrays fed back as the next step's past.
+    Greedy output is token-for-token the transformers engine's (the tests check it)."""
 
-    The cache state is the list of present key/value arrays fed back as the next step's past.
-    Greedy output is token-for-token the transformers backend's (the tests check it).
-    """
-
-    provider = "onnxruntime"
-    settings_class: ClassVar[type[OnnxLlmSettings]] = OnnxLlmSettings
-    settings: OnnxLlmSettings
-
-    def _load_model(self, path: Path) -> None:
-        graph = path / ONNX_FILE
+    def load(self, settings: OnnxLlmSettings) -> None:
+        graph = self.path / ONNX_FILE
         if not graph.exists():
-            raise FailedPreconditionError(f"{graph} is missing: run `aisemble models prepare {self.spec.model_path}`")
-        config = json.loads((path / "config.json").read_text())
+            raise FailedPreconditionError(f"{graph} is missing: run `aisemble models prepare {self.path.name}`")
+        config = self.config
         self._layers = int(config["num_hidden_layers"])
         self._kv_heads = int(config["num_key_value_heads"])
         self._head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
         # Spinning worker threads burn the cores between steps that the gateway and gRPC need: off unless set.
-        self.session = inference_session(graph, self.spec.device, self.settings, spinning=False)
+        self.session: Any = inference_session(graph, self.device, settings, spinning=False)
         self._past_names = KV_INPUT_NAMES(self._layers)
         self._output_names = [o.name for o in self.session.get_outputs()]
 
-    def _run(self, input_ids: list[int], past: list[np.ndarray], past_length: int) -> tuple[np.ndarray, Any]:
+    def _empty(self, rows: int) -> list[np.ndarray]:
+        return [np.zeros((rows, self._kv_heads, 0, self._head_dim), dtype=np.float32)] * (2 * self._layers)
+
+    def forward(self, input_ids: list[int], past: Any, past_length: int, adapter: int | None) -> tuple[np.ndarray, Any]:
         new = len(input_ids)
         feeds: dict[str, np.ndarray] = {
             "input_ids": np.asarray([input_ids], dtype=np.int64),
             "attention_mask": np.ones((1, past_length + new), dtype=np.int64),
             "position_ids": np.arange(past_length, past_length + new, dtype=np.int64)[None, :],
         }
-        feeds.update(zip(self._past_names, past, strict=True))
+        feeds.update(zip(self._past_names, self._empty(1) if past is None else past, strict=True))
         outputs = self.session.run(self._output_names, feeds)
-        return outputs[0][0, -1], (outputs[1:], past_length + new)
+        return outputs[0][0, -1], outputs[1:]
 
-    def _prefill(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
-        empty = np.zeros((1, self._kv_heads, 0, self._head_dim), dtype=np.float32)
-        return self._run(input_ids, [empty] * (2 * self._layers), 0)
-
-    def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
-        past, length = state
-        return self._run([token_id], past, length)
-
-    # --- continuous batching (see services/llm/scheduler.py) ---
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
-        input_ids, attention_mask, position_ids = self._left_padded(prompts)
-        empty = np.zeros((len(prompts), self._kv_heads, 0, self._head_dim), dtype=np.float32)
+    def prefill(self, prompts: list[list[int]], adapters: list[int | None]) -> tuple[np.ndarray, Any]:
+        input_ids, attention_mask, position_ids = self.left_padded(prompts)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        feeds.update((name, empty) for name in self._past_names)
+        feeds.update(zip(self._past_names, self._empty(len(prompts)), strict=True))
         outputs = self.session.run(self._output_names, feeds)
         return outputs[0][:, -1], outputs[1:]
 
-    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
-        logits, (present, _length) = self._prefill(input_ids) if kv is None else self._run(input_ids, kv, past_length)
-        return logits, present
-
     def decode_batch(
-        self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
+        self,
+        tokens: list[int],
+        positions: list[int],
+        attention_mask: np.ndarray,
+        kv: Any,
+        adapters: list[int | None],
     ) -> tuple[np.ndarray, Any]:
         feeds: dict[str, np.ndarray] = {
             "input_ids": np.asarray(tokens, dtype=np.int64)[:, None],
@@ -106,6 +93,21 @@ class OnnxLlmBackend(LocalDecoderBackend):
     def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any:
         return [np.ascontiguousarray(array[rows, :, trim_left:]) for array in kv]
 
-    def cleanup(self) -> None:
-        super().cleanup()
+    def kv_copy(self, kv: Any, row: int, start: int, stop: int) -> Any:
+        return [array[row : row + 1, :, start:stop].copy() for array in kv]
+
+    def kv_bytes(self, kv: Any) -> int:
+        return sum(int(array.nbytes) for array in kv)
+
+    def close(self) -> None:
+        super().close()
         self.session = None
+
+
+class OnnxLlmBackend(LocalDecoderBackend):
+    """A registry entry served by ONNX Runtime (provider: onnxruntime) on a shared OnnxLlmEngine."""
+
+    provider = "onnxruntime"
+    settings_class: ClassVar[type[OnnxLlmSettings]] = OnnxLlmSettings
+    settings: OnnxLlmSettings
+    engine_class = OnnxLlmEngine

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aisemble.errors import FailedPreconditionError
 from aisemble.hosting.settings import setting
+from services.llm.backends.engine import DecoderEngine
 from services.llm.backends.local import ContinuousBatchingSettings, LocalDecoderBackend
 
-__all__ = ["TransformersBackend", "TransformersSettings"]
+__all__ = ["TransformersBackend", "TransformersEngine", "TransformersSettings"]
 
 
 def _not_empty(name: str) -> str | None:
@@ -26,60 +26,47 @@ class TransformersSettings(ContinuousBatchingSettings):
     base_model_path: str | None = setting(None, check=_not_empty)
 
 
-class TransformersBackend(LocalDecoderBackend):
-    """A Hugging Face causal LM (e.g. SmolLM2) in float32 on the CPU.
+class TransformersEngine(DecoderEngine):
+    """A Hugging Face causal LM (e.g. SmolLM2) in float32 on the CPU; the cache is a transformers DynamicCache.
 
-    A LoRA adapter is served on its base: an artifact folder with `adapter_config.json` and
-    `adapter_model.safetensors` (peft) plus the base's config and tokenizer files; the base is the
-    store artifact named by `params.base_model_path`. The adapter is merged into the base weights
-    at load time, so serving it costs the same as serving the base.
+    LoRA adapters (peft folders) are served unmerged on the shared weights: each adapter's low-rank
+    matrices are applied to the rows that use it (services/llm/backends/lora.py), so an adapter costs its
+    own size and sequences of the base and of several adapters decode in one batch.
     """
 
-    provider = "transformers"
-    settings_class: ClassVar[type[TransformersSettings]] = TransformersSettings
-    settings: TransformersSettings
+    serves_adapters = True
 
-    def _load_model(self, path: Path) -> None:
+    def load(self, settings: TransformersSettings) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from services.llm.backends.lora import LoraSet
+
         self._torch = torch
-        if (path / "adapter_config.json").exists():
-            from peft import PeftModel
+        self.model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+        self.lora = LoraSet(self.model)
 
-            base_name = self.settings.base_model_path
-            if not base_name or self.store is None:
-                raise FailedPreconditionError(
-                    f"model '{self.spec.name}' is a LoRA adapter: params.base_model_path must name the base artifact"
-                )
-            base = AutoModelForCausalLM.from_pretrained(self.store.require(base_name), dtype=torch.float32)
-            self.model: Any = PeftModel.from_pretrained(base, path).merge_and_unload()
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        self.model.eval()
+    def add_adapter(self, path: Path) -> int:
+        return self.lora.add(path)
 
-    def _forward(self, input_ids: list[int], past: Any) -> tuple[np.ndarray, Any]:
+    def remove_adapter(self, adapter: int) -> None:
+        self.lora.remove(adapter)
+
+    def forward(self, input_ids: list[int], past: Any, past_length: int, adapter: int | None) -> tuple[np.ndarray, Any]:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), self.lora.rows([adapter]):
             out = self.model(
                 input_ids=torch.tensor([input_ids], dtype=torch.long),
-                past_key_values=past,
+                past_key_values=past,  # knows its length (past_length)
                 use_cache=True,
                 logits_to_keep=1,
             )
         return out.logits[0, -1].float().numpy(), out.past_key_values
 
-    def _prefill(self, input_ids: list[int]) -> tuple[np.ndarray, Any]:
-        return self._forward(input_ids, None)
-
-    def _decode(self, token_id: int, state: Any) -> tuple[np.ndarray, Any]:
-        return self._forward([token_id], state)
-
-    # --- continuous batching (see services/llm/scheduler.py); the cache is a transformers DynamicCache ---
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, Any]:
+    def prefill(self, prompts: list[list[int]], adapters: list[int | None]) -> tuple[np.ndarray, Any]:
         torch = self._torch
-        input_ids, attention_mask, position_ids = self._left_padded(prompts)
-        with torch.inference_mode():
+        input_ids, attention_mask, position_ids = self.left_padded(prompts)
+        with torch.inference_mode(), self.lora.rows(adapters):
             out = self.model(
                 input_ids=torch.from_numpy(input_ids),
                 # Nothing padded (one prompt, or equal lengths): let the model take its causal fast path.
@@ -90,14 +77,16 @@ class TransformersBackend(LocalDecoderBackend):
             )
         return out.logits[:, -1].float().numpy(), out.past_key_values
 
-    def extend(self, input_ids: list[int], kv: Any | None, past_length: int) -> tuple[np.ndarray, Any]:
-        return self._forward(input_ids, kv)  # the cache knows its length (past_length)
-
     def decode_batch(
-        self, tokens: list[int], positions: list[int], attention_mask: np.ndarray, kv: Any
+        self,
+        tokens: list[int],
+        positions: list[int],
+        attention_mask: np.ndarray,
+        kv: Any,
+        adapters: list[int | None],
     ) -> tuple[np.ndarray, Any]:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), self.lora.rows(adapters):
             out = self.model(
                 input_ids=torch.tensor([[t] for t in tokens], dtype=torch.long),
                 attention_mask=None if attention_mask.all() else torch.from_numpy(attention_mask),
@@ -128,6 +117,32 @@ class TransformersBackend(LocalDecoderBackend):
             layer.values = layer.values[index, :, trim_left:]
         return kv
 
-    def cleanup(self) -> None:
-        super().cleanup()
+    def kv_copy(self, kv: Any, row: int, start: int, stop: int) -> Any:
+        from transformers import DynamicCache
+
+        # DynamicCache's update concatenates into new tensors: the copy shares nothing with `kv`.
+        cut = (slice(row, row + 1), slice(None), slice(start, stop))
+        return DynamicCache([(layer.keys[cut], layer.values[cut]) for layer in kv.layers])
+
+    def kv_bytes(self, kv: Any) -> int:
+        return sum(
+            int(layer.keys.nelement() * layer.keys.element_size() * 2) for layer in kv.layers if layer.is_initialized
+        )
+
+    def close(self) -> None:
+        super().close()
         self.model = None
+
+
+class TransformersBackend(LocalDecoderBackend):
+    """A registry entry served by transformers (provider: transformers) on a shared TransformersEngine.
+
+    A LoRA adapter is an artifact folder with `adapter_config.json` and `adapter_model.safetensors` (peft)
+    plus the base's config and tokenizer files; the base is the store artifact named by
+    `params.base_model_path`, loaded once however many adapters and entries name it.
+    """
+
+    provider = "transformers"
+    settings_class: ClassVar[type[TransformersSettings]] = TransformersSettings
+    settings: TransformersSettings
+    engine_class = TransformersEngine
