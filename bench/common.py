@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Mesh", "free_port", "median", "percentile", "print_table"]
 
@@ -54,21 +55,27 @@ class Mesh:
     """The registry, some services and a gateway as separate processes on free ports, from a private config and
     state folder (the registry is seeded from the folder's models.yaml).
 
-    `models` are registry names from configs/models.yaml; each service in `services` hosts its models.
+    `models` are registry names from configs/models.yaml (and `extra` more ModelSpecs, e.g. one with other params);
+    each service in `services` hosts its models.
     secure: the services listen with mTLS only (the gateway and the benchmark present mesh certificates) and a
     user key exists (`user_key`), so every call through the gateway is authenticated; else plaintext hops and
     anonymous calls (the keys interceptor still runs). `peer(name)` says how to reach a process.
     """
 
     def __init__(
-        self, models: Sequence[str], services: Sequence[str], gateway: bool = True, secure: bool = False
+        self,
+        models: Sequence[str],
+        services: Sequence[str],
+        gateway: bool = True,
+        secure: bool = False,
+        extra: Sequence[Any] = (),
     ) -> None:
         from aisemble.config.models import load_models
         from services.registry.store import write_models_file
 
         self.folder = Path(tempfile.mkdtemp(prefix="aisemble-bench-"))
         registry = load_models()
-        write_models_file(self.folder / "models.yaml", [registry[name] for name in models])
+        write_models_file(self.folder / "models.yaml", [*(registry[name] for name in models), *extra])
         shutil.copy(REPO / "configs" / "selection.yaml", self.folder / "selection.yaml")
         self._names = ["registry", *services, *(["gateway"] if gateway else [])]
         self.addresses = {name: f"127.0.0.1:{free_port()}" for name in self._names}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aisemble.config.state import state_dir
@@ -18,6 +19,7 @@ from bench.common import REPO, median
 __all__ = [
     "GENAI_REQUIREMENTS",
     "PEER_VENV",
+    "bare_onnx_loop",
     "ensure_genai_model",
     "ensure_genai_venv",
     "genai_tokens_per_s",
@@ -177,10 +179,10 @@ def genai_tokens_per_s(
     return {int(size): float(rate) for size, rate in result["tokens_per_s"].items()}
 
 
-def onnx_bare_loop_tokens_per_s(spinning: bool, tokens: int = TOKENS) -> float:
+def bare_onnx_loop(spinning: bool, tokens: int = TOKENS) -> Callable[[], float]:
     """Our exported graph (smollm2-135m-instruct-onnx) on ONNX Runtime in this process, in a plain numpy greedy
     loop (prefill, then one token a step with past key/values), batch 1, bench/llm.py's PROMPT, THREADS intra-op
-    threads, `session.intra_op.allow_spinning` on or off: tokens/s, median of ROUNDS after a warm-up."""
+    threads, `session.intra_op.allow_spinning` on or off: a function that runs it once and returns tokens/s."""
     import numpy as np
     import onnxruntime as ort
     from transformers import AutoTokenizer
@@ -224,6 +226,12 @@ def onnx_bare_loop_tokens_per_s(spinning: bool, tokens: int = TOKENS) -> float:
             feeds.update(zip(kv_names, result[1:], strict=True))
         return tokens / (time.perf_counter() - started)
 
+    return generate
+
+
+def onnx_bare_loop_tokens_per_s(spinning: bool, tokens: int = TOKENS) -> float:
+    """`bare_onnx_loop`'s tokens/s, median of ROUNDS after a warm-up."""
+    generate = bare_onnx_loop(spinning, tokens)
     generate()  # warm-up
     return median([generate() for _ in range(ROUNDS)])
 

@@ -58,6 +58,8 @@ class BatchModel(Protocol):
 
     def kv_bytes(self, kv: Any) -> int: ...
 
+    def prepare_thread(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class BatchLimits:
@@ -204,6 +206,7 @@ class ContinuousBatcher:
 
     # --- the loop (one thread) ---
     def _loop(self) -> None:
+        self.model.prepare_thread()
         while True:
             with self._condition:
                 while not (self._waiting or self._running or self._prefilling or self._closed):

@@ -89,6 +89,9 @@ class DecoderEngine(abc.ABC):
     def kv_bytes(self, kv: Any) -> int:
         """Bytes a cache holds."""
 
+    def prepare_thread(self) -> None:  # noqa: B027 - runtimes with per-thread settings override it
+        """Called on a thread before it runs forward passes (a batcher's decoding thread, an unbatched stream's)."""
+
     def add_adapter(self, path: Path) -> int:
         """Load a LoRA adapter (peft folder) beside the weights; its id for forward passes."""
         raise FailedPreconditionError(f"this runtime does not serve LoRA adapters ({path.name})")

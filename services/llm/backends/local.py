@@ -290,6 +290,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
     ) -> Iterator[GenerationChunk]:
         engine = self.engine
+        engine.prepare_thread()
         output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids))
         with self._counter_lock:
             self.active_sequences += 1

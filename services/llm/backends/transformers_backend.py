@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,11 +20,21 @@ def _not_empty(name: str) -> str | None:
     return None if name.strip() else "must name the base artifact (got an empty string)"
 
 
+def compute_threads(setting_value: int) -> int:
+    """PyTorch threads per forward pass: the setting, or (0) every core but one, which stays with the event loop
+    and gRPC. Measured on 2 cores: on a decoding thread, 1 thread is as fast as 2 at batch 1 and faster at batch
+    6 (0.76x the step time), and much faster with LoRA adapters (0.6x): their many small operations pay
+    OpenMP's synchronisation on every call."""
+    return setting_value or max(1, (os.cpu_count() or 1) - 1)
+
+
 @dataclass(frozen=True)
 class TransformersSettings(ContinuousBatchingSettings):
-    """A transformers model's params: its continuous batching and, for a LoRA adapter, `base_model_path`."""
+    """A transformers model's params: its continuous batching, `intra_op_threads` (0: every core but one) and,
+    for a LoRA adapter, `base_model_path`."""
 
     base_model_path: str | None = setting(None, check=_not_empty)
+    intra_op_threads: int = setting(0, minimum=0)
 
 
 class TransformersEngine(DecoderEngine):
@@ -43,8 +54,13 @@ class TransformersEngine(DecoderEngine):
         from services.llm.backends.lora import LoraSet
 
         self._torch = torch
+        self._threads = compute_threads(settings.intra_op_threads)
+        self.prepare_thread()  # the loading thread runs the warm-up
         self.model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
         self.lora = LoraSet(self.model)
+
+    def prepare_thread(self) -> None:
+        self._torch.set_num_threads(self._threads)
 
     def add_adapter(self, path: Path) -> int:
         return self.lora.add(path)
