@@ -100,7 +100,9 @@ class LocalDecoderBackend(Backend, abc.ABC):
             raise FailedPreconditionError(f"model '{self.spec.name}' needs the model store")
         path = self.store.require(self.spec.model_path)
         base, adapter = self._artifacts(path)
-        key = (self.engine_class, str(base), self.spec.device, self.settings.engine_key())
+        manifest = self.store.manifest(base.name)  # new files under the same name: a new engine, not the old one
+        version = manifest.fingerprint() if manifest is not None else ""
+        key = (self.engine_class, str(base), version, self.spec.device, self.settings.engine_key())
         if adapter is not None and not self.engine_class.serves_adapters:
             raise FailedPreconditionError(f"model '{self.spec.name}': {self.provider} does not serve LoRA adapters")
         engine = ENGINES.acquire(key, lambda: self._build_engine(base))
