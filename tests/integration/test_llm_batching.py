@@ -312,3 +312,23 @@ async def test_compute_counters_are_reported_and_exported(registry, store, start
     label = f'{{model="{model}"}}'
     assert figures[f"aisemble_llm_generated_tokens_total{label}"] == 3
     assert figures[f"aisemble_llm_active_sequences{label}"] == 0
+
+
+async def test_concurrent_streams_park_no_thread_each(llm):
+    """The decoding thread hands chunks to the event loop: 8 live streams add no thread to the process."""
+    import threading
+
+    _server, stub, _ = llm
+    model = "smollm2-135m-onnx"
+    await stub.Complete(pb.CompleteRequest(model=model, prompt="Hi", max_output_tokens=2, temperature=0))
+    before = threading.active_count()
+    calls = [
+        stub.StreamComplete(pb.StreamCompleteRequest(model=model, prompt=p, max_output_tokens=24, temperature=0))
+        for p in PROMPTS
+    ]
+    firsts = [await call.read() for call in calls]  # all 8 are live now
+    during = threading.active_count()
+    rest = [[reply async for reply in call] for call in calls]
+    assert all(first.token_count or first.text for first in firsts)
+    assert all(replies[-1].finish_reason != pb.FINISH_REASON_UNSPECIFIED for replies in rest)
+    assert during == before, f"{during - before} threads appeared for 8 streams"

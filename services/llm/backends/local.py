@@ -24,6 +24,12 @@ __all__ = ["ADAPTER_KEYS", "ContinuousBatchingSettings", "LocalDecoderBackend"]
 _DEFAULT = BatchLimits()
 #: Params that name an adapter's base, not a runtime setting of the engine.
 ADAPTER_KEYS = frozenset({"base_model_path"})
+#: Prompts up to this many characters are tokenised on the event loop; longer ones in a worker thread.
+INLINE_TOKENIZE_CHARS = 8192
+
+
+def _prompt_chars(request: GenerationRequest) -> int:
+    return len(request.prompt) if request.prompt is not None else sum(len(t.content) for t in request.messages)
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,10 @@ class LocalDecoderBackend(Backend, abc.ABC):
         batcher = self.batcher
         if batcher is None:
             raise RuntimeError("stream_batched needs continuous batching")
-        input_ids = await asyncio.to_thread(self.prompt_ids, request)  # a long prompt tokenises off the loop
+        if _prompt_chars(request) <= INLINE_TOKENIZE_CHARS:
+            input_ids = self.prompt_ids(request)  # well under a millisecond: no thread for it
+        else:
+            input_ids = await asyncio.to_thread(self.prompt_ids, request)  # a long prompt tokenises off the loop
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
