@@ -131,6 +131,7 @@ class LlmRunner:
             seed=overrides.seed,
             stop=overrides.stop,
             min_output_tokens=min_output,
+            output_format=overrides.output_format,
         )
 
     async def _generate(

@@ -49,8 +49,10 @@ class Sampler:
         """Return (token id, log-probability of that token under the model's unscaled distribution)."""
         logits = np.asarray(logits, dtype=np.float32).reshape(-1)
         if self._chosen < self.params.min_output_tokens and self._eos.size:
-            logits = logits.copy()
-            logits[self._eos[self._eos < logits.size]] = -np.inf
+            without_eos = logits.copy()
+            without_eos[self._eos[self._eos < logits.size]] = -np.inf
+            if np.isfinite(without_eos).any():  # an output format may allow nothing but the end of sequence
+                logits = without_eos
         self._chosen += 1
         shifted = logits - logits.max()
         log_total = float(np.log(np.exp(shifted).sum(dtype=np.float64)))

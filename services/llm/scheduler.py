@@ -17,6 +17,7 @@ from aisemble.errors import ResourceExhaustedError
 from aisemble.hosting.backend import RequestContext
 from services.llm.prefix_cache import PrefixCache, PrefixHit
 from services.llm.sequence import SequenceOutput
+from services.llm.structured import OutputConstraint
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["BatchLimits", "BatchModel", "ContinuousBatcher", "Emit", "SchedulerStats"]
@@ -155,6 +156,7 @@ class ContinuousBatcher:
         input_ids: list[int],
         emit: Emit,
         adapter: int | None = None,
+        constraint: OutputConstraint | None = None,
     ) -> None:
         """Queue one sequence; its chunks go to `emit` as the loop produces them, the last one with its finish
         reason (CANCELLED once `ctx` is done). RESOURCE_EXHAUSTED (BATCH_QUEUE_FULL) when too many wait: this
@@ -164,7 +166,9 @@ class ContinuousBatcher:
             ctx=ctx,
             input_ids=input_ids,
             emit=emit,
-            output=SequenceOutput(request.sampling, self.model.tokenizer, self.model.eos_token_ids, len(input_ids)),
+            output=SequenceOutput(
+                request.sampling, self.model.tokenizer, self.model.eos_token_ids, len(input_ids), constraint
+            ),
             enqueued_at=time.perf_counter(),
             adapter=adapter,
         )
@@ -184,12 +188,17 @@ class ContinuousBatcher:
             self._condition.notify()
 
     def stream(
-        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int], adapter: int | None = None
+        self,
+        request: GenerationRequest,
+        ctx: RequestContext,
+        input_ids: list[int],
+        adapter: int | None = None,
+        constraint: OutputConstraint | None = None,
     ) -> Iterator[GenerationChunk]:
         """Submit one sequence and yield its chunks as the loop produces them (blocking: for callers off the
         event loop)."""
         out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
-        self.submit(request, ctx, input_ids, out.put, adapter)
+        self.submit(request, ctx, input_ids, out.put, adapter, constraint)
         while True:
             item = out.get()
             if isinstance(item, BaseException):

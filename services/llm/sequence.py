@@ -10,6 +10,7 @@ import numpy as np
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.sampling import Sampler
 from services.llm.stopping import StopSequenceFilter
+from services.llm.structured import OutputConstraint
 from services.llm.types import FinishReason, GenerationChunk, SamplingParams
 
 __all__ = ["SequenceOutput"]
@@ -19,16 +20,23 @@ class SequenceOutput:
     """Turns one sequence's next-token logits into its output chunks; the batched and the unbatched
     decoding loops both feed it, so a sequence's output does not depend on which loop ran it.
 
-    `accept(logits)` picks the token (the request's own sampler and seed), ends the sequence at an
-    end-of-sequence token, a stop string or max_output_tokens, and returns the chunk to send, if any:
+    `accept(logits)` picks the token (the request's own sampler and seed; with an output format, among the
+    tokens its grammar allows), ends the sequence at an end-of-sequence token, a stop string, a complete
+    format or max_output_tokens, and returns the chunk to send, if any:
     text is held back while it may be the start of a stop string or of a multi-byte character. The
     chunk that ends the sequence has the finish reason and the token counts.
     """
 
     def __init__(
-        self, sampling: SamplingParams, tokenizer: Any, eos_token_ids: Iterable[int], prompt_tokens: int
+        self,
+        sampling: SamplingParams,
+        tokenizer: Any,
+        eos_token_ids: Iterable[int],
+        prompt_tokens: int,
+        constraint: OutputConstraint | None = None,
     ) -> None:
         self.sampling = sampling
+        self.constraint = constraint
         self.prompt_tokens = prompt_tokens
         self.output_tokens = 0
         self.token_ids: list[int] = []  # the tokens generated so far
@@ -48,9 +56,16 @@ class SequenceOutput:
 
     def accept(self, logits: np.ndarray) -> GenerationChunk | None:
         """Take the next token from its logits; the chunk to send now, or None while text is held back."""
+        constraint = self.constraint
+        if constraint is not None:
+            if constraint.stopped:  # complete, and nothing may follow
+                return self.finish(FinishReason.STOP)
+            logits = constraint.mask(logits)
         token, logprob = self._sampler(logits)
         if token in self._eos:
             return self.finish(FinishReason.STOP)
+        if constraint is not None:
+            constraint.consume(token)
         self.output_tokens += 1
         self.last_token = token
         self.token_ids.append(token)
@@ -59,7 +74,9 @@ class SequenceOutput:
         text = self._stops.push(self._detokenizer.push(token))
         if self._stops.stopped:
             return self.finish(FinishReason.STOP_SEQUENCE, text)
-        if self.output_tokens >= self.sampling.max_output_tokens:
+        if constraint is not None and constraint.stopped:  # the format is complete: no step more
+            return self.finish(FinishReason.STOP, text)
+        if self.output_tokens >= self.sampling.max_output_tokens:  # with a format: cut short, incomplete
             return self.finish(FinishReason.LENGTH, text)
         return self._chunk(text) if text else None
 

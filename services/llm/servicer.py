@@ -17,7 +17,8 @@ from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
 from services.llm.answers import GenerationAnswer, Usage
 from services.llm.runner import LlmRunner
-from services.llm.types import ChatTurn, FinishReason, GenerationCall, SamplingOverrides
+from services.llm.structured import KINDS, check_format
+from services.llm.types import ChatTurn, FinishReason, GenerationCall, OutputFormat, SamplingOverrides
 
 __all__ = ["LlmServicer"]
 
@@ -117,7 +118,9 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
                 violations.append(
                     FieldViolation(f"stop[{index}]", f"must be 1 to {limits.max_stop_sequence_chars} characters")
                 )
+        output_format = self._output_format(request, violations)
         return SamplingOverrides(
+            output_format=output_format,
             max_output_tokens=request.max_output_tokens if present("max_output_tokens") else None,
             temperature=request.temperature if present("temperature") else None,
             top_p=request.top_p if present("top_p") else None,
@@ -126,6 +129,24 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
             stop=tuple(request.stop),
             min_output_tokens=request.min_output_tokens if present("min_output_tokens") else None,
         )
+
+    @staticmethod
+    def _output_format(request: Any, violations: list[FieldViolation]) -> OutputFormat | None:
+        """The request's response_format as an OutputFormat (None when unset), its problems in `violations`."""
+        if not request.HasField("response_format"):
+            return None
+        message = request.response_format
+        kind = message.WhichOneof("format")
+        if kind is None:
+            violations.append(FieldViolation("response_format", f"set one of {', '.join(KINDS)}"))
+            return None
+        if kind == "choice":
+            fmt = OutputFormat(kind, choices=tuple(message.choice.choices))
+        else:
+            fmt = OutputFormat(kind, getattr(message, kind) if kind != "json_object" else "")
+        problems = check_format(fmt)
+        violations.extend(problems)
+        return None if problems else fmt
 
     @staticmethod
     def _usage(usage: Usage) -> common_pb2.Usage:

@@ -11,6 +11,7 @@ __all__ = [
     "GenerationCall",
     "GenerationChunk",
     "GenerationRequest",
+    "OutputFormat",
     "SamplingOverrides",
     "SamplingParams",
 ]
@@ -34,6 +35,21 @@ class ChatTurn:
 
 
 @dataclass(frozen=True)
+class OutputFormat:
+    """What the output must be: kind 'json_schema' (value: the schema's JSON text), 'json_object' (any JSON
+    object), 'regex' (value: the pattern the whole output matches) or 'choice' (choices: the allowed answers)."""
+
+    kind: str
+    value: str = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def field(self) -> str:
+        """The request field that holds it (for field violations)."""
+        return f"response_format.{'choice.choices' if self.kind == 'choice' else self.kind}"
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """How to pick each next token. temperature 0 means greedy (top_p/top_k/seed are then unused)."""
 
@@ -44,6 +60,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     min_output_tokens: int = 0  # the end-of-sequence token cannot be chosen before this many
+    output_format: OutputFormat | None = None  # enforced while decoding (services/llm/structured.py)
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,7 @@ class SamplingOverrides:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     min_output_tokens: int | None = None
+    output_format: OutputFormat | None = None
 
 
 @dataclass(frozen=True)

@@ -135,3 +135,29 @@ async def test_the_servicer_itself_refuses_an_unknown_strategy(strategy):
     with pytest.raises(InvalidArgumentError) as caught:
         await EnsembleServicer(runner=None).Run(request, context=None)  # type: ignore[arg-type]
     assert [v.field for v in caught.value.field_violations] == ["strategy"]
+
+
+async def test_every_member_answers_in_the_requested_format(ensemble):
+    """The members get the request's response_format (through the gateway): each answer, and so the chosen one,
+    follows the schema."""
+    import json
+
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"enum": ["France", "Italy"]}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    completion = llm_service_pb2.CompleteRequest(
+        prompt="The capital of France as JSON:",
+        max_output_tokens=40,
+        temperature=0,
+        response_format=llm_service_pb2.ResponseFormat(json_schema=json.dumps(schema)),
+    )
+    reply = await ensemble.Run(pb.RunRequest(members=[pb.Member(model=m) for m in LLM_MODELS], completion=completion))
+    for result in reply.member_results:
+        assert result.completion.finish_reason == llm_service_pb2.FINISH_REASON_STOP
+        jsonschema.validate(json.loads(result.completion.text), schema)
+    jsonschema.validate(json.loads(reply.completion.text), schema)

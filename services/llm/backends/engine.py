@@ -14,6 +14,7 @@ import numpy as np
 
 from aisemble.errors import FailedPreconditionError
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
+from services.llm.structured import FormatCompiler
 
 __all__ = ["ENGINES", "DecoderEngine", "EnginePool"]
 
@@ -44,6 +45,8 @@ class DecoderEngine(abc.ABC):
         self.config: dict[str, Any] = json.loads((path / "config.json").read_text())
         self.eos_token_ids = frozenset(self._eos_ids())
         self.generation_defaults = self._read_generation_defaults()
+        vocab = int(self.config.get("vocab_size") or len(self.tokenizer))
+        self.formats = FormatCompiler(self.tokenizer, vocab, self.eos_token_ids)  # structured output's grammars
         self._batchers: dict[BatchLimits, tuple[ContinuousBatcher, int]] = {}
         self._lock = threading.Lock()
 

@@ -17,6 +17,7 @@ from aisemble.hosting.settings import ModelSettings, setting
 from services.llm.backends.engine import ENGINES, DecoderEngine
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.sequence import SequenceOutput
+from services.llm.structured import OutputConstraint
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["ADAPTER_KEYS", "ContinuousBatchingSettings", "LocalDecoderBackend"]
@@ -201,6 +202,13 @@ class LocalDecoderBackend(Backend, abc.ABC):
         self.check_fits(len(input_ids), request.sampling.max_output_tokens)
         return input_ids
 
+    def prepare(self, request: GenerationRequest) -> tuple[list[int], OutputConstraint | None]:
+        """The prompt's token ids and, with an output format, the sequence's grammar matcher (compiled or from
+        the engine's cache): INVALID_ARGUMENT / RESOURCE_EXHAUSTED here, before any token is generated."""
+        input_ids = self.prompt_ids(request)
+        fmt = request.sampling.output_format
+        return input_ids, (self.engine.formats.constraint(fmt) if fmt is not None else None)
+
     def check_fits(self, prompt_tokens: int, max_output_tokens: int) -> None:
         """INVALID_ARGUMENT, with the token counts, when prompt + output cannot fit the context window."""
         if prompt_tokens + max_output_tokens <= self.context_window:
@@ -236,14 +244,14 @@ class LocalDecoderBackend(Backend, abc.ABC):
         return whole
 
     def stream(self, request: GenerationRequest, ctx: RequestContext) -> Iterator[GenerationChunk]:
-        input_ids = self.prompt_ids(request)
+        input_ids, constraint = self.prepare(request)
         if self.batcher is None:
-            yield from self._stream_alone(request, ctx, input_ids)
+            yield from self._stream_alone(request, ctx, input_ids, constraint)
             return
         with self._counter_lock:
             self.active_sequences += 1
         try:
-            for chunk in self.batcher.stream(request, ctx, input_ids, self.adapter):
+            for chunk in self.batcher.stream(request, ctx, input_ids, self.adapter, constraint):
                 with self._counter_lock:
                     self.tokens_generated += chunk.token_count
                 yield chunk
@@ -264,10 +272,10 @@ class LocalDecoderBackend(Backend, abc.ABC):
         batcher = self.batcher
         if batcher is None:
             raise RuntimeError("stream_batched needs continuous batching")
-        if _prompt_chars(request) <= INLINE_TOKENIZE_CHARS:
-            input_ids = self.prompt_ids(request)  # well under a millisecond: no thread for it
-        else:
-            input_ids = await asyncio.to_thread(self.prompt_ids, request)  # a long prompt tokenises off the loop
+        if _prompt_chars(request) <= INLINE_TOKENIZE_CHARS and request.sampling.output_format is None:
+            input_ids, constraint = self.prepare(request)  # well under a millisecond: no thread for it
+        else:  # a long prompt tokenises, a grammar compiles, off the loop
+            input_ids, constraint = await asyncio.to_thread(self.prepare, request)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
@@ -277,7 +285,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
             except RuntimeError:  # the event loop has closed: the service is stopping
                 ctx.cancelled.set()
 
-        batcher.submit(request, ctx, input_ids, emit, self.adapter)
+        batcher.submit(request, ctx, input_ids, emit, self.adapter, constraint)
         with self._counter_lock:
             self.active_sequences += 1
         finished = False
@@ -298,11 +306,15 @@ class LocalDecoderBackend(Backend, abc.ABC):
                 ctx.cancelled.set()
 
     def _stream_alone(
-        self, request: GenerationRequest, ctx: RequestContext, input_ids: list[int]
+        self,
+        request: GenerationRequest,
+        ctx: RequestContext,
+        input_ids: list[int],
+        constraint: OutputConstraint | None = None,
     ) -> Iterator[GenerationChunk]:
         engine = self.engine
         engine.prepare_thread()
-        output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids))
+        output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids), constraint)
         with self._counter_lock:
             self.active_sequences += 1
         try:

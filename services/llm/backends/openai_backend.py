@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -10,7 +11,7 @@ from aisemble.errors import AisembleError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.openai_client import OpenAIClientSettings, make_client, map_openai_error
 from aisemble.hosting.settings import setting
-from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
+from services.llm.types import FinishReason, GenerationChunk, GenerationRequest, OutputFormat
 
 __all__ = ["OpenAIBackend", "OpenAILlmSettings"]
 
@@ -24,11 +25,29 @@ class OpenAILlmSettings(OpenAIClientSettings):
     prompt_api: str = setting("completions", choices=("completions", "chat"))
 
 
+def _response_format(fmt: OutputFormat) -> dict[str, Any]:
+    """OpenAI's `response_format` for a JSON format (chat completions)."""
+    if fmt.kind == "json_object":
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": json.loads(fmt.value), "strict": True}}
+
+
+def _guided(fmt: OutputFormat) -> dict[str, Any]:
+    """vLLM's guided-decoding parameters for a format (OpenAI itself has none for a regex or a choice list)."""
+    if fmt.kind == "regex":
+        return {"guided_regex": fmt.value}
+    if fmt.kind == "choice":
+        return {"guided_choice": list(fmt.choices)}
+    return {"guided_json": json.loads(fmt.value) if fmt.kind == "json_schema" else {"type": "object"}}
+
+
 class OpenAIBackend(Backend):
     """Chat requests go to /chat/completions; prompts to /completions (params.prompt_api: chat sends them
     as one user message instead). model_id is the remote model; endpoint the base URL.
 
     OpenAI reports a stop sequence as finish reason "stop", like end-of-sequence: both map to STOP.
+    An output format goes to the provider: OpenAI's `response_format` for JSON in chat, else vLLM's
+    `guided_regex` / `guided_choice` / `guided_json` (a provider without them ignores or refuses them).
     """
 
     provider = "openai"
@@ -79,6 +98,13 @@ class OpenAIBackend(Backend):
             extra["top_k"] = params.top_k
         if params.min_output_tokens:
             extra["min_tokens"] = params.min_output_tokens  # OpenAI-compatible servers (vLLM) take it
+        fmt = params.output_format
+        if fmt is not None:
+            chat = request.is_chat or self.prompt_api == "chat"
+            if fmt.kind in ("json_schema", "json_object") and chat:
+                arguments["response_format"] = _response_format(fmt)
+            else:  # the extensions of OpenAI-compatible servers (vLLM's guided decoding)
+                extra.update(_guided(fmt))
         if extra:
             arguments["extra_body"] = extra
         remaining = ctx.time_remaining
