@@ -64,7 +64,9 @@ class ChatMessageBody(_Strict):
 class GenerationBody(BaseModel):
     """The fields chat and completions share. Extra fields are kept to be checked against NO_OP_VALUES.
 
-    top_k and min_tokens are extensions (vLLM's names) for the gateway's top_k and min_output_tokens."""
+    top_k and min_tokens are extensions (vLLM's names) for the gateway's top_k and min_output_tokens;
+    response_format is OpenAI's (text, json_object, json_schema), and guided_regex / guided_choice /
+    guided_json are vLLM's for the formats OpenAI has no name for."""
 
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
@@ -79,6 +81,10 @@ class GenerationBody(BaseModel):
     stream_options: StreamOptions | None = None
     top_k: Int32 | None = None
     min_tokens: Int32 | None = None
+    response_format: Any = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_json: Any = None
 
 
 class ChatCompletionBody(GenerationBody):

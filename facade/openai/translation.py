@@ -127,10 +127,49 @@ def _generation(body: GenerationBody, max_tokens: int | None, max_tokens_param: 
         "min_output_tokens": body.min_tokens,
         "stop": None if body.stop is None else _strings(body.stop, "stop"),
     }
+    fmt = _response_format(body)
+    if fmt is not None:
+        optional["response_format"] = fmt
     fields = {"model": body.model, **inputs, **{k: v for k, v in optional.items() if v is not None}}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     names = {"max_output_tokens": max_tokens_param, "min_output_tokens": "min_tokens"}
     return Generation(fields, bool(body.stream), include_usage, names)
+
+
+def _response_format(body: GenerationBody) -> llm.ResponseFormat | None:
+    """The gateway's ResponseFormat for OpenAI's `response_format` or vLLM's `guided_*` (at most one of them);
+    the schema itself is checked by the LLM service, which names what is wrong."""
+    given = [
+        name
+        for name in ("response_format", "guided_regex", "guided_choice", "guided_json")
+        if getattr(body, name) is not None
+    ]
+    if len(given) > 1:
+        raise OpenAIError.invalid(given[1], f"give one of {', '.join(given)}, not several")
+    if body.guided_regex is not None:
+        return llm.ResponseFormat(regex=body.guided_regex)
+    if body.guided_choice is not None:
+        return llm.ResponseFormat(choice=llm.Choices(choices=body.guided_choice))
+    if body.guided_json is not None:
+        return llm.ResponseFormat(json_schema=json.dumps(body.guided_json))
+    value = body.response_format
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return llm.ResponseFormat(json_object=llm.AnyJson())
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict | bool):
+            raise OpenAIError.invalid(
+                "response_format.json_schema.schema", "'response_format.json_schema.schema' must be a JSON Schema"
+            )
+        return llm.ResponseFormat(json_schema=json.dumps(spec["schema"]))
+    raise OpenAIError.invalid(
+        "response_format.type", "'response_format.type' must be 'text', 'json_object' or 'json_schema'"
+    )
 
 
 def chat_generation(body: ChatCompletionBody) -> Generation:
