@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aisemble.resolution import Resolved
-from services.llm.types import FinishReason
+from services.llm.tools import ToolCallDelta
+from services.llm.types import FinishReason, ToolCall
 
 __all__ = ["GenerationAnswer", "GenerationDelta", "Usage"]
 
@@ -33,6 +34,7 @@ class GenerationAnswer:
     finish_reason: FinishReason
     usage: Usage
     mean_token_logprob: float
+    tool_calls: tuple[ToolCall, ...] = ()  # the tool the model called (finish_reason TOOL_CALLS; text empty)
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,4 @@ class GenerationDelta:
     token_count: int
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # pieces of the call being made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from aisemble.hosting.host import ModelHost
 from aisemble.hosting.streaming import iterate_in_thread
 from aisemble.resolution import Resolved, resolve_hosted
 from services.llm.answers import GenerationAnswer, GenerationDelta, Usage
+from services.llm.tools import ToolCallDelta, ToolCallParser, tool_format
 from services.llm.types import (
     FinishReason,
     GenerationCall,
@@ -22,6 +24,7 @@ from services.llm.types import (
     GenerationRequest,
     SamplingOverrides,
     SamplingParams,
+    ToolCall,
 )
 
 __all__ = ["LlmLimits", "LlmRunner", "Resolved"]
@@ -39,6 +42,10 @@ class LlmLimits:
     max_stop_sequences: int = 8
     max_stop_sequence_chars: int = 128
     default_max_output_tokens: int = 256
+
+
+def _offers_tools(request: GenerationRequest) -> bool:
+    return bool(request.tools) and request.tool_choice != "none"
 
 
 class LlmRunner:
@@ -68,25 +75,45 @@ class LlmRunner:
             if chunk.finish_reason is not None:
                 last = chunk
         output_tokens = last.output_tokens
+        finish, whole = last.finish_reason or FinishReason.CANCELLED, "".join(text)
+        calls: tuple[ToolCall, ...] = ()
+        if _offers_tools(request) and finish is FinishReason.STOP:
+            parser = ToolCallParser()
+            parser.feed(whole)
+            found, _rest = parser.finish()
+            if found is not None:
+                finish, whole, calls = FinishReason.TOOL_CALLS, "", (found,)
         return GenerationAnswer(
             resolved=resolved,
-            text="".join(text),
-            finish_reason=last.finish_reason or FinishReason.CANCELLED,
+            text=whole,
+            finish_reason=finish,
             usage=self._usage(resolved.spec, last),
             mean_token_logprob=logprob_sum / output_tokens if output_tokens else 0.0,
+            tool_calls=calls,
         )
 
     async def stream(self, call: GenerationCall, ctx: RequestContext) -> AsyncIterator[GenerationDelta]:
         """The generation piece by piece; the last piece has the finish reason and the usage."""
         resolved, request = self._prepare(call)
+        parser = ToolCallParser() if _offers_tools(request) else None
         async for chunk in self._generate(resolved, request, ctx):
             finished = chunk.finish_reason is not None
+            text, finish = chunk.text, chunk.finish_reason
+            pieces: list[ToolCallDelta] = []
+            if parser is not None:
+                text, pieces = parser.feed(chunk.text)
+                if finished:
+                    found, rest = parser.finish()
+                    pieces += rest
+                    if found is not None and finish is FinishReason.STOP:
+                        finish = FinishReason.TOOL_CALLS
             yield GenerationDelta(
                 resolved=resolved,
-                text=chunk.text,
+                text=text,
                 token_count=chunk.token_count,
-                finish_reason=chunk.finish_reason,
+                finish_reason=finish,
                 usage=self._usage(resolved.spec, chunk) if finished else None,
+                tool_calls=tuple(pieces),
             )
 
     # --- the steps ---
@@ -95,7 +122,18 @@ class LlmRunner:
         and the request its backend runs."""
         resolved = resolve_hosted(self.host, call.model, call.rpc, service="llm")
         sampling = self._sampling(resolved, call.sampling)
-        return resolved, GenerationRequest(sampling=sampling, prompt=call.prompt, messages=call.messages)
+        if call.tools:
+            calls = tool_format(call.tools, call.tool_choice)  # a tool call follows its tool's parameters
+            if calls is not None:
+                sampling = dataclasses.replace(sampling, output_format=calls)
+        request = GenerationRequest(
+            sampling=sampling,
+            prompt=call.prompt,
+            messages=call.messages,
+            tools=call.tools,
+            tool_choice=call.tool_choice,
+        )
+        return resolved, request
 
     def _sampling(self, resolved: Resolved, overrides: SamplingOverrides) -> SamplingParams:
         """Fill the caller's choices with the model's defaults and check them against the model's limits."""

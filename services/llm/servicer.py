@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,8 @@ from aisemble.rpc.server import request_context
 from services.llm.answers import GenerationAnswer, Usage
 from services.llm.runner import LlmRunner
 from services.llm.structured import KINDS, check_format
-from services.llm.types import ChatTurn, FinishReason, GenerationCall, OutputFormat, SamplingOverrides
+from services.llm.tools import check_tools
+from services.llm.types import ChatTurn, FinishReason, GenerationCall, OutputFormat, SamplingOverrides, Tool, ToolCall
 
 __all__ = ["LlmServicer"]
 
@@ -27,8 +29,27 @@ _FINISH = {
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     FinishReason.STOP_SEQUENCE: pb.FINISH_REASON_STOP_SEQUENCE,
     FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
 }
-_ROLES = {pb.CHAT_ROLE_SYSTEM: "system", pb.CHAT_ROLE_USER: "user", pb.CHAT_ROLE_ASSISTANT: "assistant"}
+_ROLES = {
+    pb.CHAT_ROLE_SYSTEM: "system",
+    pb.CHAT_ROLE_USER: "user",
+    pb.CHAT_ROLE_ASSISTANT: "assistant",
+    pb.CHAT_ROLE_TOOL: "tool",
+}
+_TOOL_MODES = {
+    pb.TOOL_CHOICE_MODE_UNSPECIFIED: "auto",
+    pb.TOOL_CHOICE_MODE_AUTO: "auto",
+    pb.TOOL_CHOICE_MODE_NONE: "none",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
@@ -74,8 +95,26 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
                 violations.append(FieldViolation("messages", "is required: at least one message"))
             for index, message in enumerate(request.messages):
                 if message.role not in _ROLES:
-                    violations.append(FieldViolation(f"messages[{index}].role", "must be SYSTEM, USER or ASSISTANT"))
-            turns = tuple(ChatTurn(_ROLES.get(m.role, "user"), m.content) for m in request.messages)
+                    violations.append(
+                        FieldViolation(f"messages[{index}].role", "must be SYSTEM, USER, ASSISTANT or TOOL")
+                    )
+                if message.role == pb.CHAT_ROLE_TOOL and not message.tool_call_id:
+                    violations.append(FieldViolation(f"messages[{index}].tool_call_id", "is required for TOOL"))
+                if message.tool_calls and message.role != pb.CHAT_ROLE_ASSISTANT:
+                    violations.append(FieldViolation(f"messages[{index}].tool_calls", "only ASSISTANT makes calls"))
+                for number, made in enumerate(message.tool_calls):
+                    if not _json_object(made.arguments or "{}"):
+                        where = f"messages[{index}].tool_calls[{number}].arguments"
+                        violations.append(FieldViolation(where, "must be a JSON object"))
+            turns = tuple(
+                ChatTurn(
+                    _ROLES.get(m.role, "user"),
+                    m.content,
+                    tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
+                    m.tool_call_id,
+                )
+                for m in request.messages
+            )
             size = sum(len(m.content.encode()) for m in request.messages)
             field = "messages"
         else:
@@ -87,11 +126,37 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
         if size > limits.max_prompt_bytes:
             violations.append(FieldViolation(field, f"is {size} bytes; the limit is {limits.max_prompt_bytes} bytes"))
         overrides = self._overrides(request, violations)
+        tools, choice = self._tools(request, violations) if chat else ((), "auto")
         if violations:
             raise InvalidArgumentError(
                 "; ".join(f"{v.field}: {v.description}" for v in violations), field_violations=violations
             )
-        return GenerationCall(model=request.model, rpc=rpc, sampling=overrides, prompt=prompt, messages=turns)
+        return GenerationCall(
+            model=request.model,
+            rpc=rpc,
+            sampling=overrides,
+            prompt=prompt,
+            messages=turns,
+            tools=tools,
+            tool_choice=choice,
+        )
+
+    @staticmethod
+    def _tools(request: Any, violations: list[FieldViolation]) -> tuple[tuple[Tool, ...], str]:
+        """A chat's tools and tool choice ('auto', 'none', 'required' or a name), their problems in `violations`."""
+        tools = tuple(
+            Tool(t.name, t.description, t.parameters or '{"type": "object", "properties": {}}') for t in request.tools
+        )
+        which = request.tool_choice.WhichOneof("choice") if request.HasField("tool_choice") else None
+        choice = request.tool_choice.name if which == "name" else _TOOL_MODES.get(request.tool_choice.mode, "auto")
+        if which == "mode" and request.tool_choice.mode not in _TOOL_MODES:
+            violations.append(FieldViolation("tool_choice.mode", "must be AUTO, NONE or REQUIRED"))
+        violations.extend(check_tools(tools, choice))
+        if tools and choice != "none" and request.HasField("response_format"):
+            violations.append(
+                FieldViolation("response_format", "cannot be combined with tools the model may call (tool_choice NONE)")
+            )
+        return tools, choice
 
     def _overrides(self, request: Any, violations: list[FieldViolation]) -> SamplingOverrides:
         limits = self.runner.limits
@@ -158,18 +223,26 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
         )
 
     def _whole(self, answer: GenerationAnswer) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "text": answer.text,
             "finish_reason": _FINISH[answer.finish_reason],
             "usage": self._usage(answer.usage),
             "selection": selection_message(answer.resolved),
             "mean_token_logprob": answer.mean_token_logprob,
         }
+        if answer.tool_calls:  # chat only: a completion offers no tools
+            fields["tool_calls"] = [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in answer.tool_calls]
+        return fields
 
     async def _stream(self, call: GenerationCall, context: aio.ServicerContext) -> AsyncIterator[dict[str, Any]]:
         first = True
         async for delta in self.runner.stream(call, request_context(context)):
             fields: dict[str, Any] = {"text": delta.text, "token_count": delta.token_count}
+            if delta.tool_calls:
+                fields["tool_calls"] = [
+                    pb.ToolCallDelta(index=d.index, id=d.id, name=d.name, arguments=d.arguments)
+                    for d in delta.tool_calls
+                ]
             if first:
                 fields["selection"] = selection_message(delta.resolved)
                 first = False

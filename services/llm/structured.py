@@ -67,6 +67,8 @@ def _grammar(fmt: OutputFormat) -> str:
         return str(LLMatcher.grammar_from_json_schema({"type": "object"}, overrides=overrides))
     if fmt.kind == "regex":
         return str(LLMatcher.grammar_from_regex(fmt.value))
+    if fmt.kind == "lark":  # built by the service itself (tool calls), never taken from a request
+        return str(LLMatcher.grammar_from_lark(fmt.value))
     alternatives = " | ".join(json.dumps(choice) for choice in fmt.choices)  # lark string literals
     return str(LLMatcher.grammar_from_lark(f"start: {alternatives}"))
 

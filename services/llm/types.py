@@ -14,6 +14,8 @@ __all__ = [
     "OutputFormat",
     "SamplingOverrides",
     "SamplingParams",
+    "Tool",
+    "ToolCall",
 ]
 
 
@@ -24,20 +26,43 @@ class FinishReason(enum.Enum):
     LENGTH = "length"  # max_output_tokens reached
     STOP_SEQUENCE = "stop_sequence"  # one of the request's stop sequences appeared
     CANCELLED = "cancelled"  # the caller went away or the deadline passed
+    TOOL_CALLS = "tool_calls"  # the model called a tool (the answer's tool_calls)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call of a tool by the model: its id, the tool's name and the arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name, what it does, its arguments' JSON Schema (JSON text)."""
+
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'
 
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One chat message: role is 'system', 'user' or 'assistant'."""
+    """One chat message: role is 'system', 'user', 'assistant' or 'tool' (a tool's result for `tool_call_id`);
+    an assistant turn may carry the tool calls it made."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)
 class OutputFormat:
     """What the output must be: kind 'json_schema' (value: the schema's JSON text), 'json_object' (any JSON
-    object), 'regex' (value: the pattern the whole output matches) or 'choice' (choices: the allowed answers)."""
+    object), 'regex' (value: the pattern the whole output matches), 'choice' (choices: the allowed answers), or
+    'lark' (value: a grammar the service builds itself, for tool calls)."""
 
     kind: str
     value: str = ""
@@ -70,6 +95,8 @@ class GenerationRequest:
     sampling: SamplingParams
     prompt: str | None = None
     messages: tuple[ChatTurn, ...] = ()
+    tools: tuple[Tool, ...] = ()  # chat: functions the model may call
+    tool_choice: str = "auto"  # 'auto', 'none', 'required' or a tool's name
 
     @property
     def is_chat(self) -> bool:
@@ -117,3 +144,5 @@ class GenerationCall:
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     prompt: str | None = None
     messages: tuple[ChatTurn, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"

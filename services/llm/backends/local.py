@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from services.llm.backends.engine import ENGINES, DecoderEngine
 from services.llm.scheduler import BatchLimits, ContinuousBatcher
 from services.llm.sequence import SequenceOutput
 from services.llm.structured import OutputConstraint
+from services.llm.tools import tools_prompt
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 __all__ = ["ADAPTER_KEYS", "ContinuousBatchingSettings", "LocalDecoderBackend"]
@@ -27,6 +29,24 @@ _DEFAULT = BatchLimits()
 ADAPTER_KEYS = frozenset({"base_model_path"})
 #: Prompts up to this many characters are tokenised on the event loop; longer ones in a worker thread.
 INLINE_TOKENIZE_CHARS = 8192
+
+
+def chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    """The chat as the template takes it: a call the assistant made in the form calls are generated in, and the
+    tools on offer in the system message (the templates we ship have no place of their own for them)."""
+    messages = []
+    for turn in request.messages:
+        content = turn.content
+        for call in turn.tool_calls:
+            content += json.dumps({"name": call.name, "arguments": json.loads(call.arguments or "{}")})
+        messages.append({"role": turn.role, "content": content})
+    if request.tools and request.tool_choice != "none":
+        shown = tools_prompt(request.tools, request.tool_choice)
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{shown}"}
+        else:
+            messages.insert(0, {"role": "system", "content": shown})
+    return messages
 
 
 def _prompt_chars(request: GenerationRequest) -> int:
@@ -186,12 +206,11 @@ class LocalDecoderBackend(Backend, abc.ABC):
         ENGINES.release(key)
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """Token ids of the prompt, with the chat template applied for chat requests."""
+        """Token ids of the prompt, with the chat template applied for chat requests (tools offered are shown in
+        the system message; earlier calls are written as the model writes them, results as the tool's turns)."""
         if request.is_chat:
             text = self.tokenizer.apply_chat_template(
-                [{"role": t.role, "content": t.content} for t in request.messages],
-                add_generation_prompt=True,
-                tokenize=False,
+                chat_messages(request), add_generation_prompt=True, tokenize=False
             )
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(self.tokenizer(request.prompt)["input_ids"])

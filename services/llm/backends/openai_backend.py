@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from aisemble.errors import AisembleError
+from aisemble.errors import AisembleError, FailedPreconditionError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.openai_client import OpenAIClientSettings, make_client, map_openai_error
 from aisemble.hosting.settings import setting
@@ -99,6 +99,11 @@ class OpenAIBackend(Backend):
         if params.min_output_tokens:
             extra["min_tokens"] = params.min_output_tokens  # OpenAI-compatible servers (vLLM) take it
         fmt = params.output_format
+        if request.tools and request.tool_choice != "none":
+            raise FailedPreconditionError(
+                f"model '{self.spec.name}': tool calling through the openai provider is not supported yet",
+                reason="TOOLS_UNSUPPORTED",
+            )
         if fmt is not None:
             chat = request.is_chat or self.prompt_api == "chat"
             if fmt.kind in ("json_schema", "json_object") and chat:
