@@ -29,8 +29,8 @@ NO_OP_VALUES: dict[str, Any] = {
     "presence_penalty": 0,
     "frequency_penalty": 0,
     "logit_bias": {},
-    "tools": [],
     "functions": [],
+    "parallel_tool_calls": False,
     "modalities": ["text"],
     "store": False,
     "echo": False,
@@ -53,12 +53,46 @@ class StreamOptions(_Strict):
     include_usage: bool | None = None
 
 
+class FunctionCallBody(_Strict):
+    """A tool call's function: its name and the arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallBody(_Strict):
+    """An assistant message's earlier tool call."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCallBody
+
+
+class FunctionBody(_Strict):
+    """A tool's function: name, description, parameters (a JSON Schema); `strict` is always what we do."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolBody(_Strict):
+    """One of `tools`: a function the model may call."""
+
+    type: Literal["function"]
+    function: FunctionBody
+
+
 class ChatMessageBody(_Strict):
     """One chat message. `content`: a string or a list of text parts (checked by the translation, which names
-    the offending part); `developer` is OpenAI's newer name for `system`."""
+    the offending part; null in an assistant message with `tool_calls`); `developer` is OpenAI's newer name for
+    `system`; a `tool` message answers the call `tool_call_id`."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Any
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Any = None
+    tool_calls: list[ToolCallBody] | None = None
+    tool_call_id: str | None = None
 
 
 class GenerationBody(BaseModel):
@@ -92,6 +126,8 @@ class ChatCompletionBody(GenerationBody):
 
     messages: list[ChatMessageBody]
     max_completion_tokens: Int32 | None = None
+    tools: list[ToolBody] | None = None
+    tool_choice: Any = None
 
 
 class CompletionBody(GenerationBody):

@@ -21,6 +21,7 @@ from facade.openai.schema import (
     INFORMATIONAL,
     NO_OP_VALUES,
     ChatCompletionBody,
+    ChatMessageBody,
     CompletionBody,
     EmbeddingBody,
     GenerationBody,
@@ -44,12 +45,19 @@ _FINISH: dict[int, str] = {
     llm.FINISH_REASON_STOP: "stop",
     llm.FINISH_REASON_STOP_SEQUENCE: "stop",
     llm.FINISH_REASON_LENGTH: "length",
+    llm.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
 _ROLES = {
     "system": llm.CHAT_ROLE_SYSTEM,
     "developer": llm.CHAT_ROLE_SYSTEM,
     "user": llm.CHAT_ROLE_USER,
     "assistant": llm.CHAT_ROLE_ASSISTANT,
+    "tool": llm.CHAT_ROLE_TOOL,
+}
+_TOOL_MODES = {
+    "auto": llm.TOOL_CHOICE_MODE_AUTO,
+    "none": llm.TOOL_CHOICE_MODE_NONE,
+    "required": llm.TOOL_CHOICE_MODE_REQUIRED,
 }
 #: The tasks this API serves, as /v1/models lists them.
 _SERVED_TASKS = (common_pb2.TASK_TEXT_GENERATION, common_pb2.TASK_EMBEDDING)
@@ -179,11 +187,44 @@ def chat_generation(body: ChatCompletionBody) -> Generation:
         if limit is not None and limit != body.max_tokens:
             raise OpenAIError.invalid("max_tokens", "give 'max_tokens' or 'max_completion_tokens', not both")
         limit, param = body.max_tokens, "max_tokens"
-    messages = [
-        llm.ChatMessage(role=_ROLES[m.role], content=_content(m.content, f"messages[{i}].content"))
-        for i, m in enumerate(body.messages)
+    messages = [_message(m, i) for i, m in enumerate(body.messages)]
+    tools = [
+        llm.Tool(
+            name=t.function.name,
+            description=t.function.description or "",
+            parameters=json.dumps(t.function.parameters) if t.function.parameters is not None else "",
+        )
+        for t in body.tools or []
     ]
-    return _generation(body, limit, param, messages=messages)
+    inputs: dict[str, Any] = {"messages": messages}
+    if tools:
+        inputs["tools"] = tools
+    if body.tool_choice is not None:
+        inputs["tool_choice"] = _tool_choice(body.tool_choice)
+    return _generation(body, limit, param, **inputs)
+
+
+def _message(message: ChatMessageBody, index: int) -> llm.ChatMessage:
+    """One chat message; an assistant's earlier calls and a tool's result keep their ids."""
+    made = message.tool_calls or []
+    calls = [llm.ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in made]
+    content = "" if message.content is None and calls else _content(message.content, f"messages[{index}].content")
+    return llm.ChatMessage(
+        role=_ROLES[message.role], content=content, tool_calls=calls, tool_call_id=message.tool_call_id or ""
+    )
+
+
+def _tool_choice(value: Any) -> llm.ToolChoice:
+    """`tool_choice`: "auto", "none", "required" or {"type": "function", "function": {"name": ...}}."""
+    if isinstance(value, str) and value in _TOOL_MODES:
+        return llm.ToolChoice(mode=_TOOL_MODES[value])
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict):
+        name = value["function"].get("name")
+        if isinstance(name, str):
+            return llm.ToolChoice(name=name)
+    raise OpenAIError.invalid(
+        "tool_choice", "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name'}}"
+    )
 
 
 def completion_generation(body: CompletionBody) -> Generation:
@@ -222,6 +263,12 @@ def completion(reply: llm.ChatResponse | llm.CompleteResponse, chat: bool) -> di
     choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(reply.finish_reason), "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": reply.text, "refusal": None}
+        if reply.tool_calls:  # type: ignore[union-attr]
+            choice["message"]["content"] = None
+            choice["message"]["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in reply.tool_calls  # type: ignore[union-attr]
+            ]
     else:
         choice["text"] = reply.text
     return {
@@ -271,6 +318,17 @@ class StreamChunks:
         self._started = True
         if reply.text:
             yield self._chunk([self._choice(reply.text)])
+        calls = getattr(reply, "tool_calls", ())
+        if calls:
+            pieces = []
+            for d in calls:
+                function: dict[str, Any] = {"arguments": d.arguments}
+                piece: dict[str, Any] = {"index": d.index, "function": function}
+                if d.id:
+                    piece.update(id=d.id, type="function")
+                    function["name"] = d.name
+                pieces.append(piece)
+            yield self._chunk([{"index": 0, "delta": {"tool_calls": pieces}, "finish_reason": None, "logprobs": None}])
         if reply.finish_reason != llm.FINISH_REASON_UNSPECIFIED:
             yield self._chunk([self._choice("", _finish(reply.finish_reason))])
             if self.include_usage:

@@ -153,7 +153,8 @@ async def test_models_lists_the_served_models_and_auto(facade_mesh):
     ("arguments", "param"),
     [
         ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name", "parameters": {}}}]}, "tools[0].name"),
+        ({"tool_choice": "always"}, "tool_choice"),
         ({"response_format": {"type": "grammar"}}, "response_format.type"),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
@@ -170,7 +171,7 @@ async def test_models_lists_the_served_models_and_auto(facade_mesh):
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
         ({"extra_body": {"max_tokens": "5"}}, "max_tokens"),
-        ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "user", "content": "x", "name": "bob"}]}, "messages[0].name"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
@@ -228,6 +229,61 @@ async def test_response_format_json_schema_through_the_sdk(facade_mesh):
         extra_body={"guided_choice": ["yes", "no"]},
     )
     assert choice.choices[0].message.content in ("yes", "no")
+
+
+async def test_tools_through_the_sdk_call_stream_and_answer(facade_mesh):
+    """OpenAI tool calling: a forced call's arguments validate, the streamed call arrives as tool_calls deltas, the
+    tool's result goes back as a tool message."""
+    import json
+
+    import jsonschema
+
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": parameters}}
+    ]
+    messages = [{"role": "user", "content": "What is the weather in Kyoto?"}]
+    client = facade_mesh.client()
+    reply = await client.chat.completions.create(
+        model=ONNX, messages=messages, max_tokens=60, temperature=0, tools=tools, tool_choice="required"
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), parameters)
+    stream = await client.chat.completions.create(
+        model=TORCH,
+        messages=messages,
+        max_tokens=60,
+        temperature=0,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stream=True,
+    )
+    chunks = [c async for c in stream]
+    pieces = [t for c in chunks if c.choices and c.choices[0].delta.tool_calls for t in c.choices[0].delta.tool_calls]
+    assert pieces[0].id and pieces[0].function.name == "get_weather"
+    jsonschema.validate(json.loads("".join(p.function.arguments or "" for p in pieces)), parameters)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    answer = await client.chat.completions.create(
+        model=ONNX,
+        messages=[
+            *messages,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'},
+        ],
+        max_tokens=16,
+        temperature=0,
+        tools=tools,
+        tool_choice="none",
+    )
+    assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
 
 
 async def test_neutral_values_of_unsupported_parameters_are_accepted(facade_mesh):
