@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from aisemble.hosting.backend import RequestContext
-from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
+from services.llm.types import ChatTurn, GenerationRequest, OutputFormat, SamplingParams
 from tests.http_endpoint import JsonHandler, LocalEndpoint
 
 __all__ = ["OpenAICompatibleServer"]
@@ -45,6 +45,7 @@ class _Handler(JsonHandler):
             top_p=float(body.get("top_p", 1.0)),
             seed=body.get("seed"),
             stop=tuple([body["stop"]] if isinstance(body.get("stop"), str) else body.get("stop") or ()),
+            output_format=_output_format(body),
         )
         if chat:
             turns = tuple(ChatTurn(m["role"], m["content"]) for m in body["messages"])
@@ -109,6 +110,22 @@ class _Handler(JsonHandler):
             ctx.cancelled.set()  # the client went away: stop the model
             self.endpoint.disconnects += 1
         self.close_connection = True
+
+
+def _output_format(body: dict[str, Any]) -> OutputFormat | None:
+    """OpenAI's response_format and vLLM's guided_* as the real model enforces them (what such a server does)."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return OutputFormat("json_schema", json.dumps(fmt["json_schema"]["schema"]))
+    if fmt.get("type") == "json_object":
+        return OutputFormat("json_object")
+    if "guided_regex" in body:
+        return OutputFormat("regex", body["guided_regex"])
+    if "guided_choice" in body:
+        return OutputFormat("choice", choices=tuple(body["guided_choice"]))
+    if "guided_json" in body:
+        return OutputFormat("json_schema", json.dumps(body["guided_json"]))
+    return None
 
 
 def _usage(result: Any) -> dict[str, int]:

@@ -109,3 +109,47 @@ async def test_openai_errors_map_to_our_statuses(openai_llm, model, code, retry_
     if retry_s is not None:
         assert details["RetryInfo"].retry_delay.seconds == retry_s
     assert KEY not in caplog.text and KEY not in caught.value.details()
+
+
+async def test_output_formats_are_passed_to_the_provider(openai_llm, endpoint):
+    """A JSON Schema goes as OpenAI's response_format, a choice list as vLLM's guided_choice; the endpoint's real
+    model enforces them, so the answers follow them. Tools are refused with FAILED_PRECONDITION for now."""
+    import json
+
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string", "maxLength": 20}},
+        "required": ["capital"],
+        "additionalProperties": False,
+    }
+    reply = await openai_llm.Chat(
+        pb.ChatRequest(
+            model="remote-smol",
+            messages=CAPITAL,
+            max_output_tokens=40,
+            temperature=0,
+            response_format=pb.ResponseFormat(json_schema=json.dumps(schema)),
+        )
+    )
+    jsonschema.validate(json.loads(reply.text), schema)
+    sent = endpoint.requests[-1]["body"]
+    assert (
+        sent["response_format"]["type"] == "json_schema" and sent["response_format"]["json_schema"]["schema"] == schema
+    )
+    choice = await openai_llm.Complete(
+        pb.CompleteRequest(
+            model="remote-smol",
+            prompt="Is Paris in France? Answer:",
+            max_output_tokens=4,
+            temperature=0,
+            response_format=pb.ResponseFormat(choice=pb.Choices(choices=["yes", "no"])),
+        )
+    )
+    assert choice.text in ("yes", "no") and endpoint.requests[-1]["body"]["guided_choice"] == ["yes", "no"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await openai_llm.Chat(
+            pb.ChatRequest(model="remote-smol", messages=CAPITAL, tools=[pb.Tool(name="f")], max_output_tokens=8)
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
