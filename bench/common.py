@@ -10,7 +10,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,17 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def timed_in_threads(work: Callable[[int], None], count: int) -> float:
+    """Seconds for work(0) .. work(count - 1), each in its own thread, all started together."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def free_port() -> int:

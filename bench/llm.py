@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from aisemble.hosting.backend import RequestContext, create_backend
 from aisemble.llm.v1 import llm_service_pb2 as pb
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.store.model_store import ModelStore, default_store_root
-from bench.common import Mesh, median, print_table
+from bench.common import Mesh, median, print_table, timed_in_threads
 from services.llm.types import ChatTurn, GenerationRequest, SamplingParams
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle. Once upon a time,"
@@ -138,13 +137,7 @@ def _batch_rate(backend: Any, adapters: list[int | None], tokens: int = 32) -> f
 
     budget, batcher.prefix_cache.max_bytes = batcher.prefix_cache.max_bytes, 0  # every row prefilled in full
     try:
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(adapters))]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(counts) / (time.perf_counter() - started)
+        return sum(counts) / timed_in_threads(one, len(adapters))
     finally:
         batcher.prefix_cache.max_bytes = budget
 

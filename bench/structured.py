@@ -4,14 +4,13 @@ per sequence, in one run, and the grammar's compile time (the tokenizer's one-ti
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
 from aisemble.config.models import load_models
 from aisemble.hosting.backend import RequestContext, create_backend
 from aisemble.store.model_store import ModelStore, default_store_root
-from bench.common import median, print_table
+from bench.common import median, print_table, timed_in_threads
 from services.llm.structured import FormatCompiler
 from services.llm.types import ChatTurn, GenerationRequest, OutputFormat, SamplingParams
 
@@ -71,13 +70,7 @@ def _rate(backend: Any, constrained: bool) -> float:
     def one(index: int) -> None:
         counts[index] = sum(c.token_count for c in backend.stream(requests[index], RequestContext()))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(BATCH)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return sum(counts) / timed_in_threads(one, BATCH)
 
 
 def _compile_times(backend: Any) -> tuple[float, float, float]:
