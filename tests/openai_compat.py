@@ -7,13 +7,15 @@ OpenAI backend maps them: "rate-limited" (429 + Retry-After: 7), "broken" (500),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
 from typing import Any
 
 from aisemble.hosting.backend import RequestContext
-from services.llm.types import ChatTurn, GenerationRequest, OutputFormat, SamplingParams
+from services.llm.tools import ToolCallParser, tool_format
+from services.llm.types import ChatTurn, GenerationRequest, OutputFormat, SamplingParams, Tool, ToolCall
 from tests.http_endpoint import JsonHandler, LocalEndpoint
 
 __all__ = ["OpenAICompatibleServer"]
@@ -48,8 +50,18 @@ class _Handler(JsonHandler):
             output_format=_output_format(body),
         )
         if chat:
-            turns = tuple(ChatTurn(m["role"], m["content"]) for m in body["messages"])
-            request = GenerationRequest(sampling=sampling, messages=turns)
+            tools = tuple(
+                Tool(
+                    t["function"]["name"], t["function"].get("description", ""), json.dumps(t["function"]["parameters"])
+                )
+                for t in body.get("tools") or []
+            )
+            choice_value = body.get("tool_choice") or "auto"
+            choice = choice_value if isinstance(choice_value, str) else choice_value["function"]["name"]
+            if tools and choice != "none":
+                sampling = dataclasses.replace(sampling, output_format=tool_format(tools, choice))
+            turns = tuple(_turn(m) for m in body["messages"])
+            request = GenerationRequest(sampling=sampling, messages=turns, tools=tools, tool_choice=choice)
         else:
             request = GenerationRequest(sampling=sampling, prompt=body["prompt"])
         if body.get("stream"):
@@ -96,11 +108,29 @@ class _Handler(JsonHandler):
             self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
             self.wfile.flush()
 
+        parser = ToolCallParser() if request.tools and request.tool_choice != "none" else None
         try:
             for chunk in self.endpoint.backend.stream(request, ctx):
                 finish = _FINISH[chunk.finish_reason.value] if chunk.finish_reason else None
-                if chunk.text or finish:
-                    content = {"delta": {"content": chunk.text}} if chat else {"text": chunk.text}
+                text = chunk.text
+                if parser is not None:  # as a server with tool calling streams them
+                    text, pieces = parser.feed(chunk.text)
+                    if finish:
+                        found, rest = parser.finish()
+                        pieces += rest
+                        finish = "tool_calls" if found else finish
+                    calls = [
+                        {
+                            "index": 0,
+                            **({"id": d.id, "type": "function"} if d.id else {}),
+                            "function": {**({"name": d.name} if d.name else {}), "arguments": d.arguments},
+                        }
+                        for d in pieces
+                    ]
+                    if calls:
+                        event([{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}])
+                if text or finish:
+                    content = {"delta": {"content": text}} if chat else {"text": text}
                     event([{"index": 0, **content, "finish_reason": finish}])
                 if chunk.finish_reason and include_usage:
                     event([], _usage(chunk))
@@ -110,6 +140,13 @@ class _Handler(JsonHandler):
             ctx.cancelled.set()  # the client went away: stop the model
             self.endpoint.disconnects += 1
         self.close_connection = True
+
+
+def _turn(message: dict[str, Any]) -> ChatTurn:
+    calls = tuple(
+        ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []
+    )
+    return ChatTurn(message["role"], message.get("content") or "", calls, message.get("tool_call_id") or "")
 
 
 def _output_format(body: dict[str, Any]) -> OutputFormat | None:

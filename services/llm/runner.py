@@ -122,7 +122,7 @@ class LlmRunner:
         and the request its backend runs."""
         resolved = resolve_hosted(self.host, call.model, call.rpc, service="llm")
         sampling = self._sampling(resolved, call.sampling)
-        if call.tools:
+        if call.tools and not getattr(resolved.backend, "native_tools", False):
             calls = tool_format(call.tools, call.tool_choice)  # a tool call follows its tool's parameters
             if calls is not None:
                 sampling = dataclasses.replace(sampling, output_format=calls)

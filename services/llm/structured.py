@@ -27,11 +27,16 @@ CACHE_SIZE = 256
 
 
 def check_format(fmt: OutputFormat) -> list[FieldViolation]:
-    """What is wrong with a format that can be told without a tokenizer: sizes, JSON, duplicate choices."""
+    """What is wrong with a format that can be told without a tokenizer (JSON, duplicate choices); a format over
+    MAX_FORMAT_CHARS is RESOURCE_EXHAUSTED (GRAMMAR_TOO_LARGE)."""
     field = fmt.field
     size = len(fmt.value) + sum(len(c) for c in fmt.choices)
-    if size > MAX_FORMAT_CHARS:
-        return [FieldViolation(field, f"is {size} characters; the limit is {MAX_FORMAT_CHARS}")]
+    if size > MAX_FORMAT_CHARS:  # a limit of the service, not a mistake in the format
+        raise ResourceExhaustedError(
+            f"{field} is {size} characters; grammars are compiled from at most {MAX_FORMAT_CHARS}",
+            reason="GRAMMAR_TOO_LARGE",
+            metadata={"size": str(size), "limit": str(MAX_FORMAT_CHARS)},
+        )
     if fmt.kind == "json_schema":
         try:
             schema = json.loads(fmt.value)

@@ -328,7 +328,14 @@ async def test_concurrent_streams_park_no_thread_each(llm):
     ]
     firsts = [await call.read() for call in calls]  # all 8 are live now
     during = threading.active_count()
-    rest = [[reply async for reply in call] for call in calls]
-    assert all(first.token_count or first.text for first in firsts)
-    assert all(replies[-1].finish_reason != pb.FINISH_REASON_UNSPECIFIED for replies in rest)
+
+    async def rest(call) -> list[pb.StreamCompleteResponse]:
+        replies = []
+        while (reply := await call.read()) is not grpc.aio.EOF:
+            replies.append(reply)
+        return replies
+
+    remaining = [await rest(call) for call in calls]
+    ends = [([first, *replies])[-1].finish_reason for first, replies in zip(firsts, remaining, strict=True)]
+    assert all(end != pb.FINISH_REASON_UNSPECIFIED for end in ends), (ends, firsts)
     assert during == before, f"{during - before} threads appeared for 8 streams"

@@ -113,7 +113,7 @@ async def test_openai_errors_map_to_our_statuses(openai_llm, model, code, retry_
 
 async def test_output_formats_are_passed_to_the_provider(openai_llm, endpoint):
     """A JSON Schema goes as OpenAI's response_format, a choice list as vLLM's guided_choice; the endpoint's real
-    model enforces them, so the answers follow them. Tools are refused with FAILED_PRECONDITION for now."""
+    model enforces them, so the answers follow them; tools go as the provider's own, calls come back as ours."""
     import json
 
     import jsonschema
@@ -148,8 +148,43 @@ async def test_output_formats_are_passed_to_the_provider(openai_llm, endpoint):
         )
     )
     assert choice.text in ("yes", "no") and endpoint.requests[-1]["body"]["guided_choice"] == ["yes", "no"]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await openai_llm.Chat(
-            pb.ChatRequest(model="remote-smol", messages=CAPITAL, tools=[pb.Tool(name="f")], max_output_tokens=8)
+
+    weather = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tools = [pb.Tool(name="get_weather", description="Weather in a city", parameters=json.dumps(weather))]
+    question = [pb.ChatMessage(role=pb.CHAT_ROLE_USER, content="What is the weather in Paris?")]
+    call = await openai_llm.Chat(
+        pb.ChatRequest(
+            model="remote-smol",
+            messages=question,
+            tools=tools,
+            tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED),
+            max_output_tokens=40,
+            temperature=0,
         )
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    )
+    sent = endpoint.requests[-1]["body"]
+    assert sent["tools"][0]["function"]["name"] == "get_weather" and sent["tool_choice"] == "required"
+    assert call.finish_reason == pb.FINISH_REASON_TOOL_CALLS and call.tool_calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(call.tool_calls[0].arguments), weather)
+    answer = await openai_llm.Chat(
+        pb.ChatRequest(
+            model="remote-smol",
+            messages=[
+                *question,
+                pb.ChatMessage(role=pb.CHAT_ROLE_ASSISTANT, tool_calls=call.tool_calls),
+                pb.ChatMessage(role=pb.CHAT_ROLE_TOOL, tool_call_id=call.tool_calls[0].id, content="sunny, 24 C"),
+            ],
+            tools=tools,
+            tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_NONE),
+            max_output_tokens=12,
+            temperature=0,
+        )
+    )
+    sent = endpoint.requests[-1]["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.tool_calls[0].id and sent[2]["tool_call_id"] == call.tool_calls[0].id
+    assert answer.text and not answer.tool_calls

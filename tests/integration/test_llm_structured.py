@@ -150,3 +150,13 @@ async def test_a_streamed_json_answer_concatenates_to_valid_json(llm):
     replies = [reply async for reply in stub.StreamChat(request, timeout=300)]
     assert len(replies) > 3 and replies[-1].finish_reason == pb.FINISH_REASON_STOP
     jsonschema.validate(json.loads("".join(r.text for r in replies)), SCHEMA)
+
+
+async def test_a_format_past_the_grammar_limit_is_resource_exhausted(llm):
+    _server, stub, _ = llm
+    huge = pb.ResponseFormat(choice=pb.Choices(choices=[f"answer number {i:06d}" for i in range(4000)]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _chat(stub, LLM_MODELS[-1], "Pick one.", huge, tokens=8)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _status, details = status_details(caught.value)
+    assert details["ErrorInfo"].reason == "GRAMMAR_TOO_LARGE" and details["ErrorInfo"].metadata["limit"] == "65536"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError
+from aisemble.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError, UnavailableError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.settings import ModelSettings, setting
 from services.llm.backends.engine import ENGINES, DecoderEngine
@@ -224,6 +224,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
     def prepare(self, request: GenerationRequest) -> tuple[list[int], OutputConstraint | None]:
         """The prompt's token ids and, with an output format, the sequence's grammar matcher (compiled or from
         the engine's cache): INVALID_ARGUMENT / RESOURCE_EXHAUSTED here, before any token is generated."""
+        if self.engine is None:  # a request that raced the model's unloading
+            raise UnavailableError(f"model '{self.spec.name}' has been unloaded", reason="MODEL_UNLOADED")
         input_ids = self.prompt_ids(request)
         fmt = request.sampling.output_format
         return input_ids, (self.engine.formats.constraint(fmt) if fmt is not None else None)

@@ -7,15 +7,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from aisemble.errors import AisembleError, FailedPreconditionError
+from aisemble.errors import AisembleError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.openai_client import OpenAIClientSettings, make_client, map_openai_error
 from aisemble.hosting.settings import setting
-from services.llm.types import FinishReason, GenerationChunk, GenerationRequest, OutputFormat
+from services.llm.types import ChatTurn, FinishReason, GenerationChunk, GenerationRequest, OutputFormat
 
 __all__ = ["OpenAIBackend", "OpenAILlmSettings"]
 
-_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "content_filter": FinishReason.STOP}
+# "tool_calls": the runner reads the call from the text (_CallText writes it in the form our calls take).
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.STOP,
+    "tool_calls": FinishReason.STOP,
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,44 @@ class OpenAILlmSettings(OpenAIClientSettings):
     """A remote text-generation model's params: the client's (api_key_env, timeout_s: 60 s) and `prompt_api`."""
 
     prompt_api: str = setting("completions", choices=("completions", "chat"))
+
+
+def _message(turn: ChatTurn) -> dict[str, Any]:
+    """A chat turn as OpenAI takes it: an assistant's calls and a tool's result with their ids."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["content"] = turn.content or None
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in turn.tool_calls
+        ]
+    if turn.tool_call_id:
+        message["tool_call_id"] = turn.tool_call_id
+    return message
+
+
+class _CallText:
+    """The provider's streamed tool call (its first call) as the text our calls are generated in,
+    {"name": ..., "arguments": ...}, so the runner reads both the same way."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def text(self, deltas: list[Any]) -> str:
+        out = ""
+        for delta in deltas:
+            if getattr(delta, "index", 0) != 0 or delta.function is None:
+                continue
+            if not self.open and delta.function.name:
+                out += '{"name": ' + json.dumps(delta.function.name) + ', "arguments": '
+                self.open = True
+            if self.open:
+                out += delta.function.arguments or ""
+        return out
+
+    def close(self) -> str:
+        closing, self.open = ("}" if self.open else ""), False
+        return closing
 
 
 def _response_format(fmt: OutputFormat) -> dict[str, Any]:
@@ -48,7 +92,10 @@ class OpenAIBackend(Backend):
     OpenAI reports a stop sequence as finish reason "stop", like end-of-sequence: both map to STOP.
     An output format goes to the provider: OpenAI's `response_format` for JSON in chat, else vLLM's
     `guided_regex` / `guided_choice` / `guided_json` (a provider without them ignores or refuses them).
+    Tools go as the provider's own `tools` / `tool_choice` (native_tools: the runner adds no grammar).
     """
+
+    native_tools = True
 
     provider = "openai"
     tasks = frozenset({"text-generation"})
@@ -99,11 +146,17 @@ class OpenAIBackend(Backend):
         if params.min_output_tokens:
             extra["min_tokens"] = params.min_output_tokens  # OpenAI-compatible servers (vLLM) take it
         fmt = params.output_format
-        if request.tools and request.tool_choice != "none":
-            raise FailedPreconditionError(
-                f"model '{self.spec.name}': tool calling through the openai provider is not supported yet",
-                reason="TOOLS_UNSUPPORTED",
-            )
+        if request.tools:  # the provider's own tool calling (the runner adds no grammar for it)
+            arguments["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters)},
+                }
+                for t in request.tools
+            ]
+            choice = request.tool_choice
+            named = {"type": "function", "function": {"name": choice}}
+            arguments["tool_choice"] = choice if choice in ("auto", "none", "required") else named
         if fmt is not None:
             chat = request.is_chat or self.prompt_api == "chat"
             if fmt.kind in ("json_schema", "json_object") and chat:
@@ -121,9 +174,10 @@ class OpenAIBackend(Backend):
         arguments = self._arguments(request, ctx)
         chat = request.is_chat or self.prompt_api == "chat"
         finish, usage, output_tokens = FinishReason.STOP, None, 0
+        calls = _CallText()
         try:
             if chat:
-                messages = [{"role": t.role, "content": t.content} for t in request.messages] or [
+                messages = [_message(t) for t in request.messages] or [
                     {"role": "user", "content": request.prompt or ""}
                 ]
                 response = self.client.chat.completions.create(messages=messages, **arguments)
@@ -138,11 +192,16 @@ class OpenAIBackend(Backend):
                         usage = event.usage
                     for choice in event.choices:
                         text = (choice.delta.content or "") if chat else (choice.text or "")
+                        if chat:
+                            text += calls.text(choice.delta.tool_calls or [])
                         if text:
                             output_tokens += 1
                             yield GenerationChunk(text=text, token_count=1)
                         if choice.finish_reason:
                             finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+                            closing = calls.close()
+                            if closing:
+                                yield GenerationChunk(text=closing)
         except AisembleError:
             raise
         except Exception as exc:
