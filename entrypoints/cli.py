@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aisemble.environment import apply_offline_defaults
@@ -200,7 +201,31 @@ def _generation_fields(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if value is not None:
             fields[name] = value
+    fmt = _response_format(args)
+    if fmt is not None:
+        fields["response_format"] = fmt
     return fields
+
+
+def _response_format(args: argparse.Namespace) -> Any:
+    """The ResponseFormat the flags ask for: --json-schema (a file, or the JSON itself), --json-object, --regex or
+    --choice (repeatable); None without one."""
+    from aisemble.llm.v1 import llm_service_pb2 as pb
+
+    if args.json_schema is not None:
+        source = args.json_schema
+        try:
+            text = source if source.lstrip().startswith("{") else Path(source).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"error: --json-schema: {exc}") from None
+        return pb.ResponseFormat(json_schema=text)
+    if args.json_object:
+        return pb.ResponseFormat(json_object=pb.AnyJson())
+    if args.regex is not None:
+        return pb.ResponseFormat(regex=args.regex)
+    if args.choice:
+        return pb.ResponseFormat(choice=pb.Choices(choices=args.choice))
+    return None
 
 
 def _print_rpc_error(exc: Exception) -> int:
@@ -352,6 +377,11 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--stop", action="append", help="a stop sequence (repeatable)")
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json-schema", metavar="FILE|JSON", help="the answer follows this JSON Schema (enforced)")
+    formats.add_argument("--json-object", action="store_true", help="the answer is a JSON object (enforced)")
+    formats.add_argument("--regex", help="the whole answer matches this regular expression (enforced)")
+    formats.add_argument("--choice", action="append", help="the answer is one of these (repeatable; enforced)")
     parser.add_argument("--address", help="host:port (default: the gateway from configs/mesh.yaml)")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
 

@@ -123,6 +123,39 @@ def test_registry_and_status(mesh):
     assert status.returncode == 0 and "smollm2-135m-onnx" in status.stdout and "SERVING" in status.stdout
 
 
+def test_the_cli_asks_for_enforced_formats(mesh, tmp_path):
+    """`aisemble chat --json-schema` and `aisemble complete --choice` against the running mesh."""
+    import json
+
+    _channel, _process, folder, _ = mesh
+    env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "AISEMBLE_STATE_DIR": str(folder / "state")}
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
+    (tmp_path / "city.json").write_text(json.dumps(schema))
+
+    def cli(*arguments: str) -> str:
+        ran = subprocess.run(
+            [sys.executable, "-m", "entrypoints.cli", *arguments, "--model", "smollm2-135m-onnx", "--temperature", "0"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        return ran.stdout.splitlines()[0]
+
+    answer = json.loads(
+        cli(
+            "chat", "The capital of Italy, as JSON.", "--max-tokens", "40", "--json-schema", str(tmp_path / "city.json")
+        )
+    )
+    assert isinstance(answer.get("city"), str)
+    assert cli("complete", "Is Rome in Italy? Answer:", "--max-tokens", "4", "--choice", "yes", "--choice", "no") in (
+        "yes",
+        "no",
+    )
+
+
 def test_service_ports_take_only_mesh_certificates(mesh, tmp_path):
     """Every service port refuses a plaintext client and a client whose certificate another CA signed."""
     from aisemble.rpc.client import Peer
