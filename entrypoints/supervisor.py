@@ -24,7 +24,7 @@ from aisemble.rpc.client import Peer, blocking_channel
 
 __all__ = ["HTTP_FACADE", "Child", "Supervisor", "processes_path", "read_processes"]
 
-#: The one child that speaks HTTP (the OpenAI-compatible facade): checked with GET /health.
+#: The one child that speaks HTTP (the OpenAI-compatible facade): checked with GET /health/live.
 HTTP_FACADE = "http"
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,11 @@ class Child:
         self.close_channel()
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
-        """One grpc.health.v1 Check of the process (overall); for the HTTP facade, one GET /health."""
+        """One grpc.health.v1 Check of the process (overall); for the HTTP facade, one GET /health/live (its
+        liveness: while the gateways are down its /health is 503, and restarting it would mend nothing)."""
         if self.service == HTTP_FACADE:
             try:
-                with urllib.request.urlopen(f"http://{self.address}/health", timeout=timeout_s) as reply:
+                with urllib.request.urlopen(f"http://{self.address}/health/live", timeout=timeout_s) as reply:
                     return bool(reply.status == 200)
             except (OSError, ValueError):  # refused, timed out, 503 (HTTPError is an OSError)
                 return False

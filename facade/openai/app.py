@@ -124,6 +124,11 @@ class OpenAIRoutes:
             serving = False
         return JSONResponse({"status": "ok" if serving else "unavailable"}, status_code=200 if serving else 503)
 
+    async def live(self, request: Request) -> Response:
+        """200 while this process serves HTTP, whatever the gateways' state (the supervisor's liveness check:
+        a facade whose gateways are down is not restarted for it; /health is readiness)."""
+        return JSONResponse({"status": "alive"})
+
     async def models(self, request: Request) -> Response:
         """GET /v1/models: ListModels, every page."""
         options = self._options(request)
@@ -247,6 +252,7 @@ def build_app(
     return Starlette(
         routes=[
             Route("/health", routes.health, methods=["GET"]),
+            Route("/health/live", routes.live, methods=["GET"]),
             Route("/v1/models", routes.models, methods=["GET"]),
             Route("/v1/models/{model:path}", routes.model, methods=["GET"]),
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),

@@ -337,7 +337,9 @@ async def test_503_and_unhealthy_when_the_gateway_is_down(facade_mesh):
     async with serving(build_app("127.0.0.1:9")) as down:
         async with httpx.AsyncClient() as http:
             health = await http.get(f"{down}/health")
+            live = await http.get(f"{down}/health/live")
         assert health.status_code == 503 and health.json() == {"status": "unavailable"}
+        assert live.status_code == 200  # alive (the supervisor does not restart it), not ready
         with pytest.raises(openai.InternalServerError) as caught:
             await facade_mesh.client(url=down).chat.completions.create(model=ONNX, messages=MESSAGES, max_tokens=2)
         assert caught.value.status_code == 503 and caught.value.code == "gateway_unavailable"
