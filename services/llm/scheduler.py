@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,46 +20,16 @@ from services.llm.sequence import SequenceOutput
 from services.llm.structured import OutputConstraint
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
-__all__ = ["BatchLimits", "BatchModel", "ContinuousBatcher", "Emit", "SchedulerStats"]
+if TYPE_CHECKING:  # the engine makes its batchers: a type-only import, no cycle at run time
+    from services.llm.backends.engine import DecoderEngine
+
+__all__ = ["BatchLimits", "ContinuousBatcher", "Emit", "SchedulerStats"]
 
 #: Where a sequence's chunks go, called on the decoding thread: each chunk as it is ready, or the exception
 #: that ended the sequence. It must not block (the runner's hands the item to the event loop).
 Emit = Callable[[GenerationChunk | BaseException], None]
 
 log = logging.getLogger(__name__)
-
-
-class BatchModel(Protocol):
-    """What the scheduler needs from an engine (services/llm/backends/engine.py says what each does): a
-    batched prefill, a batched decode, one sequence's forward pass, and cache surgery; one adapter per row."""
-
-    tokenizer: Any
-    eos_token_ids: frozenset[int]
-
-    def prefill(self, prompts: list[list[int]], adapters: list[int | None]) -> tuple[np.ndarray, Any]: ...
-
-    def decode_batch(
-        self,
-        tokens: list[int],
-        positions: list[int],
-        attention_mask: np.ndarray,
-        kv: Any,
-        adapters: list[int | None],
-    ) -> tuple[np.ndarray, Any]: ...
-
-    def forward(
-        self, input_ids: list[int], past: Any, past_length: int, adapter: int | None
-    ) -> tuple[np.ndarray, Any]: ...
-
-    def kv_join(self, batch: Any | None, batch_length: int, arrivals: Any, arrivals_length: int) -> Any: ...
-
-    def kv_select(self, kv: Any, rows: list[int], trim_left: int) -> Any: ...
-
-    def kv_copy(self, kv: Any, row: int, start: int, stop: int) -> Any: ...
-
-    def kv_bytes(self, kv: Any) -> int: ...
-
-    def prepare_thread(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +95,7 @@ class ContinuousBatcher:
     A sequence's output is what it would be alone: its own sampler, seed, stop sequences.
     """
 
-    def __init__(self, model: BatchModel, limits: BatchLimits | None = None) -> None:
+    def __init__(self, model: DecoderEngine, limits: BatchLimits | None = None) -> None:
         self.model = model
         self.limits = limits or BatchLimits()
         self.stats = SchedulerStats()
