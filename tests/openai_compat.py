@@ -108,7 +108,7 @@ class _Handler(JsonHandler):
             self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
             self.wfile.flush()
 
-        parser = ToolCallParser() if request.tools and request.tool_choice != "none" else None
+        parser = ToolCallParser() if request.offers_tools else None
         try:
             for chunk in self.endpoint.backend.stream(request, ctx):
                 finish = _FINISH[chunk.finish_reason.value] if chunk.finish_reason else None

@@ -44,10 +44,6 @@ class LlmLimits:
     default_max_output_tokens: int = 256
 
 
-def _offers_tools(request: GenerationRequest) -> bool:
-    return bool(request.tools) and request.tool_choice != "none"
-
-
 class LlmRunner:
     """The transport-neutral core of the LLM service (the servicer only converts protobuf).
 
@@ -77,7 +73,7 @@ class LlmRunner:
         output_tokens = last.output_tokens
         finish, whole = last.finish_reason or FinishReason.CANCELLED, "".join(text)
         calls: tuple[ToolCall, ...] = ()
-        if _offers_tools(request) and finish is FinishReason.STOP:
+        if request.offers_tools and finish is FinishReason.STOP:
             parser = ToolCallParser()
             parser.feed(whole)
             found, _rest = parser.finish()
@@ -95,7 +91,7 @@ class LlmRunner:
     async def stream(self, call: GenerationCall, ctx: RequestContext) -> AsyncIterator[GenerationDelta]:
         """The generation piece by piece; the last piece has the finish reason and the usage."""
         resolved, request = self._prepare(call)
-        parser = ToolCallParser() if _offers_tools(request) else None
+        parser = ToolCallParser() if request.offers_tools else None
         async for chunk in self._generate(resolved, request, ctx):
             finished = chunk.finish_reason is not None
             text, finish = chunk.text, chunk.finish_reason

@@ -103,6 +103,11 @@ class GenerationRequest:
         """True for a chat request (messages), False for a plain completion (prompt)."""
         return self.prompt is None
 
+    @property
+    def offers_tools(self) -> bool:
+        """True when the model may (or must) call one of the request's tools."""
+        return bool(self.tools) and self.tool_choice != "none"
+
 
 @dataclass
 class GenerationChunk:

@@ -40,7 +40,7 @@ def chat_messages(request: GenerationRequest) -> list[dict[str, str]]:
         for call in turn.tool_calls:
             content += json.dumps({"name": call.name, "arguments": json.loads(call.arguments or "{}")})
         messages.append({"role": turn.role, "content": content})
-    if request.tools and request.tool_choice != "none":
+    if request.offers_tools:
         shown = tools_prompt(request.tools, request.tool_choice)
         if messages and messages[0]["role"] == "system":
             messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{shown}"}
