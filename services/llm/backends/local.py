@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -269,16 +270,26 @@ class LocalDecoderBackend(Backend, abc.ABC):
         if self.batcher is None:
             yield from self._stream_alone(request, ctx, input_ids, constraint)
             return
+        with self._active():
+            for chunk in self.batcher.stream(request, ctx, input_ids, self.adapter, constraint):
+                yield self._counted(chunk)
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        """Count a generation in active_sequences while the block runs."""
         with self._counter_lock:
             self.active_sequences += 1
         try:
-            for chunk in self.batcher.stream(request, ctx, input_ids, self.adapter, constraint):
-                with self._counter_lock:
-                    self.tokens_generated += chunk.token_count
-                yield chunk
+            yield
         finally:
             with self._counter_lock:
                 self.active_sequences -= 1
+
+    def _counted(self, chunk: GenerationChunk) -> GenerationChunk:
+        """The chunk, its tokens added to tokens_generated."""
+        with self._counter_lock:
+            self.tokens_generated += chunk.token_count
+        return chunk
 
     @property
     def batched(self) -> bool:
@@ -307,24 +318,19 @@ class LocalDecoderBackend(Backend, abc.ABC):
                 ctx.cancelled.set()
 
         batcher.submit(request, ctx, input_ids, emit, self.adapter, constraint)
-        with self._counter_lock:
-            self.active_sequences += 1
         finished = False
-        try:
-            while not finished:
-                item = await chunks.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finish_reason is not None
-                with self._counter_lock:
-                    self.tokens_generated += item.token_count
-                yield item
-        finally:
-            with self._counter_lock:
-                self.active_sequences -= 1
-            if not finished:
-                ctx.cancelled.set()
+        with self._active():
+            try:
+                while not finished:
+                    item = await chunks.get()
+                    if isinstance(item, BaseException):
+                        finished = True
+                        raise item
+                    finished = item.finish_reason is not None
+                    yield self._counted(item)
+            finally:
+                if not finished:
+                    ctx.cancelled.set()
 
     def _stream_alone(
         self,
@@ -336,9 +342,7 @@ class LocalDecoderBackend(Backend, abc.ABC):
         engine = self.engine
         engine.prepare_thread()
         output = SequenceOutput(request.sampling, self.tokenizer, self.eos_token_ids, len(input_ids), constraint)
-        with self._counter_lock:
-            self.active_sequences += 1
-        try:
+        with self._active():
             if ctx.is_done():
                 yield output.finish(FinishReason.CANCELLED)
                 return
@@ -350,13 +354,8 @@ class LocalDecoderBackend(Backend, abc.ABC):
                     return
                 chunk = output.accept(logits)
                 if chunk is not None:
-                    with self._counter_lock:
-                        self.tokens_generated += chunk.token_count
-                    yield chunk
+                    yield self._counted(chunk)
                 if output.finished:
                     return
                 logits, kv = engine.forward([output.last_token], kv, length, self.adapter)
                 length += 1
-        finally:
-            with self._counter_lock:
-                self.active_sequences -= 1
