@@ -112,12 +112,12 @@ def _adapter(store: ModelStore, folder: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from services.finetune.trainers.causal_lm import _ATTENTION
+    from services.finetune.trainers.causal_lm import LORA_TARGETS
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(store.require(BASE_ARTIFACT), dtype=torch.float32)
     config = LoraConfig(
-        r=8, lora_alpha=16, target_modules=list(_ATTENTION), init_lora_weights=False, task_type="CAUSAL_LM"
+        r=8, lora_alpha=16, target_modules=list(LORA_TARGETS), init_lora_weights=False, task_type="CAUSAL_LM"
     )
     get_peft_model(model, config).save_pretrained(folder)
     return folder

@@ -27,7 +27,7 @@ from services.finetune.types import CompletionExample, LogSeverity, Task
 
 __all__ = ["LoraTrainer"]
 
-_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 #: Base files that are weights (never copied into the adapter's folder).
 _WEIGHTS = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx.data", ".pt")
 _IGNORE = -100
@@ -60,7 +60,7 @@ class LoraTrainer(Trainer):
         if getattr(model, "hf_quantizer", None) is not None:
             setattr(model, "hf_quantizer", None)  # noqa: B010 - de-quantised fp32 weights: let peft train them
         names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = [t for t in _ATTENTION if t in names] or None
+        targets = [t for t in LORA_TARGETS if t in names] or None
         config = LoraConfig(
             r=int(self.settings.lora_rank or 8),
             lora_alpha=float(self.settings.lora_alpha or 16.0),  # type: ignore[arg-type]
