@@ -40,6 +40,8 @@ class Rpc:
     EMBED = "/aisemble.nlp.v1.NlpService/Embed"
     CLASSIFY = "/aisemble.nlp.v1.NlpService/Classify"
     DETECT_LANGUAGE = "/aisemble.nlp.v1.NlpService/DetectLanguage"
+    STREAM_EMBED = "/aisemble.nlp.v1.NlpService/StreamEmbed"
+    STREAM_CLASSIFY = "/aisemble.nlp.v1.NlpService/StreamClassify"
     DETECT = "/aisemble.vision.v1.VisionService/Detect"
     STREAM_DETECT = "/aisemble.vision.v1.VisionService/StreamDetect"
     RECOGNIZE = "/aisemble.vision.v1.VisionService/Recognize"
@@ -58,6 +60,8 @@ RPC_TASKS: Mapping[str, tuple[str, ...]] = {
     Rpc.EMBED: ("embedding",),
     Rpc.CLASSIFY: ("text-classification", "embedding"),
     Rpc.DETECT_LANGUAGE: ("language-detection",),
+    Rpc.STREAM_EMBED: ("embedding",),
+    Rpc.STREAM_CLASSIFY: ("text-classification", "embedding"),
     Rpc.DETECT: ("object-detection",),
     Rpc.STREAM_DETECT: ("object-detection",),
     Rpc.RECOGNIZE: ("ocr",),
@@ -74,7 +78,7 @@ def rpc_name(rpc: str) -> str:
 
 def auto_task(rpc: str, zero_shot: bool = False) -> str:
     """The task `auto` picks a model of: the RPC's first task (Classify with candidate labels: embedding)."""
-    if rpc == Rpc.CLASSIFY and zero_shot:
+    if rpc in (Rpc.CLASSIFY, Rpc.STREAM_CLASSIFY) and zero_shot:
         return "embedding"
     return RPC_TASKS[rpc][0]
 

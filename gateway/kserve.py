@@ -5,21 +5,29 @@ it exactly as NlpService / VisionService calls are served here (Gateway.unary: t
 stats, forwarding), then writes the typed answer as output tensors: in raw_output_contents when the request came
 raw (as tritonclient sends it), else in typed contents. Bad tensors are INVALID_ARGUMENT naming the request field
 and the tensor (gateway/kserve_tensors.py); an unknown model NOT_FOUND; a model of another task UNIMPLEMENTED.
+
+ModelStreamInfer (Triton's streaming extension, which tritonclient's stream_infer calls): every request of the
+stream is a ModelInfer, answered in the order sent; up to `STREAM_INFLIGHT` run at once, so that a stream of
+embedding requests shares the model's batches. A request that fails is answered with its `error_message` and the
+stream goes on, as Triton does.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
 from google.rpc import code_pb2
 from grpc import aio
+from inference import model_stream_infer_pb2 as stream_pb
 from inference import open_inference_grpc_pb2 as pb
 from inference import open_inference_grpc_pb2_grpc as pb_grpc
 
 from aisemble.config.models import ModelSpec
-from aisemble.errors import AisembleError, FieldViolation, InvalidArgumentError, NotFoundError, UpstreamError
+from aisemble.errors import AisembleError, Code, FieldViolation, InvalidArgumentError, NotFoundError, UpstreamError
+from aisemble.hosting.streaming import in_order
 from aisemble.nlp.v1 import nlp_service_pb2 as nlp
 from aisemble.resolution import AUTO, Rpc
 from aisemble.rpc.auth import current_principal
@@ -30,11 +38,13 @@ from gateway.kserve_tensors import match_inputs, read_bytes, read_texts, request
 from gateway.proxy import Gateway
 from gateway.routes import ROUTES
 
-__all__ = ["SERVER_NAME", "SERVICE", "KServeServicer", "kserve_binding"]
+__all__ = ["SERVER_NAME", "SERVICE", "STREAM_INFLIGHT", "KServeServicer", "kserve_binding"]
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: ServerMetadata's name; its version is the installed aisemble distribution's.
 SERVER_NAME = "ai-semble"
+#: ModelStreamInfer: the requests of one stream that run at once (the stream's reading waits beyond that).
+STREAM_INFLIGHT = 16
 _DIMENSIONS_PROBE_S = 5.0  # how long ModelMetadata waits for an embedding model's width (one short text)
 _TYPED_FIELD = re.compile(r"^([a-z_]+)(?:\[(\d+)\])?(.*)$")
 
@@ -179,7 +189,32 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         write_outputs(reply, [tensors[output] for output in wanted], raw=uses_raw(request))
         return reply
 
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[stream_pb.ModelStreamInferResponse]:
+        async def answer(request: pb.ModelInferRequest) -> stream_pb.ModelStreamInferResponse:
+            try:
+                return stream_pb.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+            except AisembleError as error:
+                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                message = f"{Code.of(int(error.code)).name}: {error.message}"
+                return stream_pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+
+        async for reply in in_order(request_iterator, answer, lambda _request: 1, STREAM_INFLIGHT):
+            yield reply
+
+
+def _add_to_server(servicer: KServeServicer, server: aio.Server) -> None:
+    """The Open Inference Protocol's RPCs, and ModelStreamInfer by its method path (its contract is Triton's)."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    stream = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=stream_pb.ModelStreamInferResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"ModelStreamInfer": stream}),))
+
 
 def kserve_binding(gateway: Gateway) -> ServiceBinding:
-    """The KServe v2 service, to serve beside the gateway's own."""
-    return ServiceBinding(SERVICE, KServeServicer(gateway), pb_grpc.add_GRPCInferenceServiceServicer_to_server)
+    """The KServe v2 service (with Triton's ModelStreamInfer), to serve beside the gateway's own."""
+    return ServiceBinding(SERVICE, KServeServicer(gateway), _add_to_server)  # type: ignore[arg-type]

@@ -191,10 +191,14 @@ class Gateway:
 
         upstream = self.router.upstream(resolution.spec.service)
         started, ok = time.perf_counter(), False
+        first = True
         try:
             async for reply in self.router.bidi_stream(
                 upstream, path, upstream_requests(), request_type, response_type, context
             ):
+                if first:
+                    _annotate(reply, resolution)
+                    first = False
                 yield reply
             ok = True
         finally:

@@ -60,6 +60,10 @@ def _texts(request: Any) -> str:
     return "\n".join(request.texts)
 
 
+def _item_texts(request: Any) -> str:
+    return "\n".join(item.text for item in request.items)
+
+
 def _always(_request: Any) -> bool:
     return True
 
@@ -87,6 +91,9 @@ ROUTES: dict[str, Route] = {
     Rpc.CLASSIFY: Route("nlp", _always, _texts, zero_shot=_zero_shot),
     Rpc.EMBED: Route("nlp", _always, _texts),
     Rpc.DETECT_LANGUAGE: Route("nlp", _always, _texts, default_model="langid"),
+    # Bulk streams: never cached (nothing replays a stream of millions of texts); `auto` reads the first message.
+    Rpc.STREAM_EMBED: Route("nlp", text=_item_texts),
+    Rpc.STREAM_CLASSIFY: Route("nlp", text=_item_texts, zero_shot=_zero_shot),
     Rpc.DETECT: Route("vision", _always),
     Rpc.STREAM_DETECT: Route("vision"),
     Rpc.RECOGNIZE: Route("vision", _always),

@@ -1,18 +1,21 @@
-"""Bridges a backend's blocking generator to an async iterator, with backpressure and cancellation."""
+"""Streams with backpressure and cancellation: a backend's blocking generator as an async iterator, and a
+stream of batches processed concurrently with its results kept in order."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import TypeVar
 
 from aisemble.hosting.backend import RequestContext
 
-__all__ = ["iterate_in_thread"]
+__all__ = ["in_order", "iterate_in_thread"]
 
 T = TypeVar("T")
+B = TypeVar("B")
 _DONE = object()
 
 
@@ -74,3 +77,62 @@ async def iterate_in_thread(
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+async def in_order(
+    batches: AsyncIterator[B],
+    process: Callable[[B], Awaitable[T]],
+    weight: Callable[[B], int],
+    max_inflight: int,
+) -> AsyncIterator[T]:
+    """Process a stream's batches concurrently and yield their results in the order the batches came.
+
+    - At most `max_inflight` units (`weight(batch)`, e.g. texts) are held at once, counted from when a batch is
+      taken until its result has been taken by the consumer; a batch heavier than that runs alone. The reader
+      waits for room before it takes the next batch, so a consumer that stops taking results stops the reading
+      (and gRPC's flow control then stops the writer): memory stays bounded both ways.
+    - An exception raised by `batches` (a bad message) comes out in its place, after the results of the batches
+      before it; an exception of `process`, when that batch's result is due.
+    - When the consumer stops (done, failed, cancelled), the batches in flight are cancelled and the reader stops.
+    """
+    held = 0
+    room = asyncio.Condition()
+    queue: asyncio.Queue[tuple[asyncio.Future[T], int] | _Failure | None] = asyncio.Queue()
+
+    async def read() -> None:
+        nonlocal held
+        try:
+            async for batch in batches:
+                units = min(max(weight(batch), 1), max_inflight)
+                async with room:
+                    while held + units > max_inflight:
+                        await room.wait()
+                    held += units
+                queue.put_nowait((asyncio.ensure_future(process(batch)), units))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
+            queue.put_nowait(_Failure(exc))
+        else:
+            queue.put_nowait(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            entry = await queue.get()
+            if entry is None:
+                return
+            if isinstance(entry, _Failure):
+                raise entry.exc
+            future, units = entry
+            result = await future
+            yield result
+            async with room:
+                held -= units
+                room.notify_all()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        while not queue.empty():
+            entry = queue.get_nowait()
+            if isinstance(entry, tuple):
+                entry[0].cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,39 @@ def _failure(model: str, exc: Exception) -> common_pb2.PartFailure:
         Code.INTERNAL, "INTERNAL", type(exc).__name__
     )
     return common_pb2.PartFailure(part=model, code=failure.code, reason=failure.reason, message=failure.message)
+
+
+def _entry(kind: str, member: MemberPlan, result: Any, seconds: float, error: Exception | None) -> pb.MemberResult:
+    """What one member returned (or why it failed), with its latency and confidence."""
+    entry = pb.MemberResult(model=member.model, weight=member.weight)
+    entry.latency.CopyFrom(duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
+    if error is not None:
+        entry.failure.CopyFrom(_failure(member.model, error))
+    else:
+        entry.confidence = confidence(kind, result)
+        getattr(entry, kind).CopyFrom(result)
+    return entry
+
+
+def _combined(kind: str, strategy: int, entries: Sequence[pb.MemberResult], min_successful: int) -> pb.RunResponse:
+    """The members' outcomes (in the request's order) and their combined result; UNAVAILABLE
+    (ENSEMBLE_TOO_FEW_MEMBERS) when fewer than min_successful succeeded."""
+    response = pb.RunResponse(strategy=strategy, member_results=entries)  # type: ignore[arg-type]
+    successes = [
+        Success(e.model, e.weight, getattr(e, kind), e.confidence) for e in entries if not e.HasField("failure")
+    ]
+    if len(successes) < min_successful:
+        failures = "; ".join(
+            f"{e.model}: {Code.of(e.failure.code).name} {e.failure.message}" for e in entries if e.HasField("failure")
+        )
+        raise UnavailableError(
+            f"{len(successes)} of {len(entries)} members succeeded, min_successful is {min_successful}: {failures}",
+            reason="ENSEMBLE_TOO_FEW_MEMBERS",
+            metadata={"succeeded": str(len(successes)), "min_successful": str(min_successful)},
+            retry_after_s=1.0,
+        )
+    getattr(response, kind).CopyFrom(combine(kind, strategy, successes))
+    return response
 
 
 class EnsembleRunner:
@@ -75,31 +108,32 @@ class EnsembleRunner:
     ) -> pb.RunResponse:
         """Every member's outcome and, when enough succeeded, the combined result."""
         outcomes = await asyncio.gather(*(self._member(kind, request, m, deadline, metadata) for m in members))
-        response = pb.RunResponse(strategy=strategy)  # type: ignore[arg-type]
-        successes = []
-        for member, result, seconds, error in outcomes:
-            entry = response.member_results.add(model=member.model, weight=member.weight)
-            entry.latency.CopyFrom(duration_pb2.Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
-            if error is not None:
-                entry.failure.CopyFrom(_failure(member.model, error))
-                continue
-            entry.confidence = confidence(kind, result)
-            getattr(entry, kind).CopyFrom(result)
-            successes.append(Success(member.model, member.weight, result, entry.confidence))
-        if len(successes) < min_successful:
-            failures = "; ".join(
-                f"{r.model}: {Code.of(r.failure.code).name} {r.failure.message}"
-                for r in response.member_results
-                if r.HasField("failure")
-            )
-            raise UnavailableError(
-                f"{len(successes)} of {len(members)} members succeeded, min_successful is {min_successful}: {failures}",
-                reason="ENSEMBLE_TOO_FEW_MEMBERS",
-                metadata={"succeeded": str(len(successes)), "min_successful": str(min_successful)},
-                retry_after_s=1.0,
-            )
-        getattr(response, kind).CopyFrom(combine(kind, strategy, successes))
-        return response
+        return _combined(kind, strategy, [_entry(kind, *outcome) for outcome in outcomes], min_successful)
+
+    async def stream(
+        self,
+        kind: str,
+        strategy: int,
+        request: Any,
+        members: Sequence[MemberPlan],
+        min_successful: int,
+        deadline: Deadline,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> AsyncIterator[pb.StreamRunResponse]:
+        """Each member's outcome as it finishes, then the combined result (as run's); the members still running
+        are cancelled when the caller goes away."""
+        calls = [asyncio.ensure_future(self._member(kind, request, m, deadline, metadata)) for m in members]
+        entries: dict[str, pb.MemberResult] = {}
+        try:
+            for finished in asyncio.as_completed(calls):
+                entry = _entry(kind, *await finished)
+                entries[entry.model] = entry
+                yield pb.StreamRunResponse(member_result=entry)
+        finally:
+            for call in calls:
+                call.cancel()
+        ordered = [entries[m.model] for m in members]
+        yield pb.StreamRunResponse(combined=_combined(kind, strategy, ordered, min_successful))
 
     async def close(self) -> None:
         """Close the gateway channel."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aisemble.resolution import Resolved
-from services.nlp.types import Classification, Encoded, LanguageGuess
+from services.nlp.types import Classification, Encoded, ItemFailure, LanguageGuess
 
-__all__ = ["ClassifyAnswer", "DetectLanguageAnswer", "EmbedAnswer"]
+__all__ = ["BulkAnswer", "ClassifyAnswer", "DetectLanguageAnswer", "EmbedAnswer"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,20 @@ class DetectLanguageAnswer:
 
     resolved: Resolved
     guesses: tuple[LanguageGuess, ...]
+
+
+@dataclass(frozen=True)
+class BulkAnswer:
+    """The outcome of each text of one batch of a bulk stream, in the batch's order, and the model."""
+
+    resolved: Resolved
+    ids: tuple[str, ...]
+    outcomes: tuple[Encoded | Classification | ItemFailure, ...]
+
+    @property
+    def dimensions(self) -> int:
+        """The length of the vectors (embeddings; 0 when none was made)."""
+        for outcome in self.outcomes:
+            if isinstance(outcome, Encoded):
+                return int(outcome.values.shape[-1])
+        return 0

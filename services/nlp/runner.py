@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,25 +12,30 @@ import numpy as np
 
 from aisemble.config.models import ModelSpec
 from aisemble.config.schema import ConfigError
-from aisemble.errors import InvalidArgumentError
+from aisemble.errors import Code, InvalidArgumentError, ResourceExhaustedError
 from aisemble.hosting.backend import Backend, RequestContext
 from aisemble.hosting.batching import BatchingConfig, DynamicBatcher
 from aisemble.hosting.host import ModelHost
 from aisemble.hosting.settings import ModelSettings, setting, settings_error, unservable
+from aisemble.hosting.streaming import in_order
 from aisemble.resolution import Resolved, Rpc, resolve_hosted
-from services.nlp.answers import ClassifyAnswer, DetectLanguageAnswer, EmbedAnswer
+from services.nlp.answers import BulkAnswer, ClassifyAnswer, DetectLanguageAnswer, EmbedAnswer
 from services.nlp.types import (
     Classification,
     ClassifyCall,
     DetectLanguageCall,
     EmbedCall,
     Encoded,
+    ItemFailure,
     LanguageGuess,
     LanguageQuery,
+    StreamClassifyCall,
+    StreamEmbedCall,
+    TextItem,
 )
 from services.nlp.zero_shot import ZeroShotSettings, label_scores, logit_scores, ranked
 
-__all__ = ["BatchingSettings", "NlpLimits", "NlpRunner", "Resolved"]
+__all__ = ["BatchingSettings", "NlpLimits", "NlpRunner", "Resolved", "text_problem"]
 
 EMBEDDING = "embedding"
 CLASSIFICATION = "text-classification"
@@ -47,12 +52,28 @@ class NlpLimits:
     max_candidate_labels: int = 64
     max_label_chars: int = 256
     default_top_k: int = 3
+    #: Bulk streams: the texts a stream may hold at once (received, not yet answered), by default and at most.
+    default_inflight_texts: int = 512
+    max_inflight_texts: int = 4096
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     label_cache_size: int = 4096
     #: The model "auto" (or an empty model in DetectLanguage) means, per task, when it is hosted and ready.
     default_models: Mapping[str, str] = field(
         default_factory=lambda: {EMBEDDING: "minilm-l6", LANGUAGE_DETECTION: "langid"}
     )
+
+
+def text_problem(text: str, max_chars: int, allow_blank: bool) -> tuple[str, str] | None:
+    """Why a text cannot be analysed, as (reason, description of the text), or None when it can."""
+    if not allow_blank and not text.strip():
+        return "TEXT_EMPTY", "is empty or only whitespace: there is nothing to analyse"
+    if len(text) > max_chars:
+        return "TEXT_TOO_LONG", f"is {len(text)} characters long; the limit is {max_chars}"
+    return None
+
+
+#: How long a bulk stream waits before it offers a batch again to a model whose queue is full.
+_QUEUE_FULL_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -178,24 +199,11 @@ class NlpRunner:
         candidate_labels = call.candidate_labels
         resolved = self._resolve(call.model, Rpc.CLASSIFY, zero_shot=bool(candidate_labels))
         spec = resolved.spec
+        labels = self._labels_of(resolved, candidate_labels)
         if spec.task == CLASSIFICATION:
-            labels: Sequence[str] = getattr(resolved.backend, "labels", ())
-            if candidate_labels:
-                raise InvalidArgumentError.for_field(
-                    "candidate_labels",
-                    f"model '{spec.name}' is a trained classifier over its own labels ({', '.join(labels)}) and does "
-                    "not classify zero-shot: leave candidate_labels empty, or use an embedding model",
-                )
             encoded = await self.batcher(spec.name).submit(list(call.texts), ctx)
             scores = logit_scores(np.stack([e.values for e in encoded]), call.multi_label)
         else:
-            if not candidate_labels:
-                raise InvalidArgumentError.for_field(
-                    "candidate_labels",
-                    f"model '{spec.name}' is an embedding model, which classifies zero-shot only: "
-                    "give the candidate_labels to choose from",
-                )
-            labels = candidate_labels
             state = self._current(spec)
             assert state.zero_shot is not None  # every embedding model has zero-shot settings
             encoded, label_vectors = await self._zero_shot_vectors(resolved, state, call.texts, candidate_labels, ctx)
@@ -206,6 +214,28 @@ class NlpRunner:
             for i, e in enumerate(encoded)
         )
         return ClassifyAnswer(resolved, results)
+
+    @staticmethod
+    def _labels_of(resolved: Resolved, candidate_labels: Sequence[str]) -> Sequence[str]:
+        """The labels a classification chooses among: a classifier's own, or the candidates (embedding models);
+        INVALID_ARGUMENT when the call's candidate labels do not suit the model."""
+        spec = resolved.spec
+        if spec.task == CLASSIFICATION:
+            labels: Sequence[str] = getattr(resolved.backend, "labels", ())
+            if candidate_labels:
+                raise InvalidArgumentError.for_field(
+                    "candidate_labels",
+                    f"model '{spec.name}' is a trained classifier over its own labels ({', '.join(labels)}) and does "
+                    "not classify zero-shot: leave candidate_labels empty, or use an embedding model",
+                )
+            return labels
+        if not candidate_labels:
+            raise InvalidArgumentError.for_field(
+                "candidate_labels",
+                f"model '{spec.name}' is an embedding model, which classifies zero-shot only: "
+                "give the candidate_labels to choose from",
+            )
+        return candidate_labels
 
     async def _zero_shot_vectors(
         self,
@@ -243,6 +273,74 @@ class NlpRunner:
         queries = [LanguageQuery(text, k) for text in call.texts]
         guesses: list[LanguageGuess] = await self.batcher(resolved.spec.name).submit(queries, ctx)
         return DetectLanguageAnswer(resolved, tuple(guesses))
+
+    # --- bulk streams ---
+    async def stream_embed(
+        self, call: StreamEmbedCall, batches: AsyncIterator[Sequence[TextItem]], ctx: RequestContext
+    ) -> AsyncIterator[BulkAnswer]:
+        """Each batch's vectors (or per-text failures), in the order the batches came, at most
+        call.max_inflight_texts texts held at once; the texts share the model's batcher with every caller."""
+        resolved = self._resolve(call.model, Rpc.STREAM_EMBED)
+
+        async def embed(texts: tuple[str, ...]) -> Sequence[Encoded]:
+            answer = await self.embed(EmbedCall(resolved.spec.name, texts, call.normalize), ctx)
+            return answer.embeddings
+
+        async for answer in self._bulk(resolved, batches, embed, call.max_inflight_texts, ctx):
+            yield answer
+
+    async def stream_classify(
+        self, call: StreamClassifyCall, batches: AsyncIterator[Sequence[TextItem]], ctx: RequestContext
+    ) -> AsyncIterator[BulkAnswer]:
+        """Each batch's classifications (or per-text failures), as stream_embed."""
+        labels = call.candidate_labels
+        resolved = self._resolve(call.model, Rpc.STREAM_CLASSIFY, zero_shot=bool(labels))
+        self._labels_of(resolved, labels)  # a stream that cannot classify fails before it reads on
+
+        async def classify(texts: tuple[str, ...]) -> Sequence[Classification]:
+            answer = await self.classify(ClassifyCall(resolved.spec.name, texts, labels, call.multi_label), ctx)
+            return answer.results
+
+        async for answer in self._bulk(resolved, batches, classify, call.max_inflight_texts, ctx):
+            yield answer
+
+    def _bulk(
+        self,
+        resolved: Resolved,
+        batches: AsyncIterator[Sequence[TextItem]],
+        run: Callable[[tuple[str, ...]], Awaitable[Sequence[Encoded | Classification]]],
+        max_inflight: int,
+        ctx: RequestContext,
+    ) -> AsyncIterator[BulkAnswer]:
+        """A bulk stream's batches through `run` (the unary path, so the batcher is shared), in order."""
+
+        async def one_batch(items: Sequence[TextItem]) -> BulkAnswer:
+            outcomes: list[Encoded | Classification | ItemFailure | None] = [None] * len(items)
+            valid: list[int] = []
+            for index, item in enumerate(items):
+                problem = text_problem(item.text, self.limits.max_text_chars, allow_blank=False)
+                if problem is None:
+                    valid.append(index)
+                else:
+                    reason, description = problem
+                    outcomes[index] = ItemFailure(Code.INVALID_ARGUMENT, reason, f"items[{index}].text {description}")
+            if valid:
+                texts = tuple(items[i].text for i in valid)
+                while True:  # a stream waits for room in the model's queue rather than failing its texts
+                    try:
+                        results = await run(texts)
+                        break
+                    except ResourceExhaustedError as exc:
+                        if exc.reason != "QUEUE_FULL":
+                            raise
+                    ctx.check()
+                    await asyncio.sleep(_QUEUE_FULL_PAUSE_S)
+                for index, result in zip(valid, results, strict=True):
+                    outcomes[index] = result
+            assert all(outcome is not None for outcome in outcomes)
+            return BulkAnswer(resolved, tuple(item.id for item in items), tuple(outcomes))  # type: ignore[arg-type]
+
+        return in_order(batches, one_batch, len, max_inflight)
 
     async def close(self) -> None:
         """Stop the batchers (queued texts fail with UNAVAILABLE) and their threads."""

@@ -13,11 +13,17 @@ Defined behaviour for bad input (all INVALID_ARGUMENT with a BadRequest naming t
   spaces), at most `max_candidate_labels`; at least 2 unless `multi_label`.
 - unknown model: NOT_FOUND (MODEL_NOT_FOUND); a model of another task (a classifier asked to embed,
   an embedding model asked to detect languages): FAILED_PRECONDITION (MODEL_WRONG_TASK).
+
+Bulk streams (StreamEmbed, StreamClassify): the stream settings come from the first message; a later message that
+changes one, or carries more than `max_texts_per_request` texts, ends the stream with INVALID_ARGUMENT (after the
+answers to the messages before it). An empty or too long text is not an error of the stream: its result carries an
+ItemError (TEXT_EMPTY, TEXT_TOO_LONG) and the stream goes on. A message without texts gets no answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from grpc import aio
 
@@ -28,8 +34,17 @@ from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.resolution import AUTO
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
-from services.nlp.runner import NlpRunner
-from services.nlp.types import ClassifyCall, DetectLanguageCall, EmbedCall
+from services.nlp.runner import NlpRunner, text_problem
+from services.nlp.types import (
+    Classification,
+    ClassifyCall,
+    DetectLanguageCall,
+    EmbedCall,
+    Encoded,
+    StreamClassifyCall,
+    StreamEmbedCall,
+    TextItem,
+)
 
 __all__ = ["MODEL_TRAILER", "NlpServicer"]
 
@@ -105,6 +120,110 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
             )
         return pb.DetectLanguageResponse(results=results, selection=selection_message(answer.resolved))
 
+    async def StreamEmbed(
+        self, request_iterator: AsyncIterator[pb.StreamEmbedRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamEmbedResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        violations = self._model_required(first.model)
+        inflight = self._inflight(first, violations)
+        self._raise(violations)
+        normalize = first.normalize if first.HasField("normalize") else True
+        call = StreamEmbedCall(first.model, normalize, inflight)
+        batches = self._batches(first, request_iterator, ("model", "normalize", "max_inflight_texts"))
+        first_response = True
+        async for answer in self.runner.stream_embed(call, batches, request_context(context)):
+            response = pb.StreamEmbedResponse(dimensions=answer.dimensions)
+            for item_id, outcome in zip(answer.ids, answer.outcomes, strict=True):
+                result = response.results.add(id=item_id)
+                if isinstance(outcome, Encoded):
+                    result.embedding.values.extend(outcome.values.tolist())
+                    result.embedding.truncated, result.embedding.token_count = outcome.truncated, outcome.token_count
+                else:
+                    result.error.CopyFrom(_item_error(outcome))
+            if first_response:
+                response.selection.CopyFrom(selection_message(answer.resolved))
+                first_response = False
+            yield response
+
+    async def StreamClassify(
+        self, request_iterator: AsyncIterator[pb.StreamClassifyRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamClassifyResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        violations = self._model_required(first.model)
+        labels = self._labels(first.candidate_labels, first.multi_label, violations)
+        inflight = self._inflight(first, violations)
+        self._raise(violations)
+        call = StreamClassifyCall(first.model, labels, first.multi_label, inflight)
+        settings = ("model", "candidate_labels", "multi_label", "max_inflight_texts")
+        batches = self._batches(first, request_iterator, settings)
+        first_response = True
+        async for answer in self.runner.stream_classify(call, batches, request_context(context)):
+            response = pb.StreamClassifyResponse()
+            for item_id, outcome in zip(answer.ids, answer.outcomes, strict=True):
+                result = response.results.add(id=item_id)
+                if isinstance(outcome, Classification):
+                    result.classification.labels.extend(
+                        common_pb2.LabelScore(label=label, score=score) for label, score in outcome.labels
+                    )
+                    result.classification.truncated = outcome.truncated
+                    result.classification.token_count = outcome.token_count
+                else:
+                    result.error.CopyFrom(_item_error(outcome))
+            if first_response:
+                response.selection.CopyFrom(selection_message(answer.resolved))
+                first_response = False
+            yield response
+
+    def _inflight(self, first: Any, violations: list[FieldViolation]) -> int:
+        limits = self.runner.limits
+        if not first.HasField("max_inflight_texts"):
+            return limits.default_inflight_texts
+        if not 1 <= first.max_inflight_texts <= limits.max_inflight_texts:
+            violations.append(
+                FieldViolation(
+                    "max_inflight_texts",
+                    f"must be between 1 and {limits.max_inflight_texts} (got {first.max_inflight_texts}); "
+                    f"unset means {limits.default_inflight_texts}",
+                )
+            )
+        return first.max_inflight_texts
+
+    async def _batches(
+        self, first: Any, rest: AsyncIterator[Any], settings: Sequence[str]
+    ) -> AsyncIterator[tuple[TextItem, ...]]:
+        """The texts of a bulk stream's messages (the first included), each message checked against the first's
+        stream settings and the per-message text limit; messages without texts are skipped."""
+        limit = self.runner.limits.max_texts_per_request
+        number = 0
+        message = first
+        while True:
+            problems: list[FieldViolation] = []
+            if number:
+                problems += [
+                    FieldViolation(name, "is a stream setting: later messages leave it unset or repeat the first's")
+                    for name in settings
+                    if _changes(first, message, name)
+                ]
+            if len(message.items) > limit:
+                problems.append(FieldViolation("items", f"has {len(message.items)} texts; at most {limit} per message"))
+            if problems:
+                raise InvalidArgumentError(
+                    f"message {number} of the stream: " + "; ".join(f"{v.field}: {v.description}" for v in problems),
+                    field_violations=problems,
+                    reason="TOO_MANY_TEXTS" if any(v.field == "items" for v in problems) else "INVALID_ARGUMENT",
+                    metadata={"message": str(number)},
+                )
+            if message.items:
+                yield tuple(TextItem(item.id, item.text) for item in message.items)
+            message = await anext(rest, None)
+            if message is None:
+                return
+            number += 1
+
     # --- validation ---
     @staticmethod
     def _model_required(model: str) -> list[FieldViolation]:
@@ -125,16 +244,9 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
             )
             return tuple(texts)  # not worth checking each one
         for index, text in enumerate(texts):
-            if not allow_blank and not text.strip():
-                violations.append(
-                    FieldViolation(f"texts[{index}]", "is empty or only whitespace: there is nothing to analyse")
-                )
-            elif len(text) > limits.max_text_chars:
-                violations.append(
-                    FieldViolation(
-                        f"texts[{index}]", f"is {len(text)} characters long; the limit is {limits.max_text_chars}"
-                    )
-                )
+            problem = text_problem(text, limits.max_text_chars, allow_blank)
+            if problem is not None:
+                violations.append(FieldViolation(f"texts[{index}]", problem[1]))
         return tuple(texts)
 
     def _labels(self, labels: Sequence[str], multi_label: bool, violations: list[FieldViolation]) -> tuple[str, ...]:
@@ -186,3 +298,17 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         raise InvalidArgumentError(
             message, field_violations=shown, reason="TOO_MANY_TEXTS" if too_many else "INVALID_ARGUMENT"
         )
+
+
+def _changes(first: Any, later: Any, name: str) -> bool:
+    """Whether a later message of a stream sets a stream setting to other than the first message's (an empty
+    model or list, a false bool, an unset optional field: not set)."""
+    field = first.DESCRIPTOR.fields_by_name[name]
+    if field.has_presence and not field.is_repeated:
+        return bool(later.HasField(name)) and (not first.HasField(name) or getattr(later, name) != getattr(first, name))
+    value = getattr(later, name)
+    return bool(value) and value != getattr(first, name)
+
+
+def _item_error(failure: Any) -> common_pb2.ItemError:
+    return common_pb2.ItemError(code=int(failure.code), reason=failure.reason, message=failure.message)

@@ -6,14 +6,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aisemble.errors import Code
+
 __all__ = [
     "Classification",
     "ClassifyCall",
     "DetectLanguageCall",
     "EmbedCall",
     "Encoded",
+    "ItemFailure",
     "LanguageGuess",
     "LanguageQuery",
+    "StreamClassifyCall",
+    "StreamEmbedCall",
+    "TextItem",
 ]
 
 
@@ -91,3 +97,42 @@ class DetectLanguageCall:
     model: str
     texts: tuple[str, ...]
     top_k: int = 3
+
+
+# --- bulk streams (StreamEmbed, StreamClassify): the settings of a stream, and its items ---
+
+
+@dataclass(frozen=True)
+class TextItem:
+    """A text of a bulk stream with the caller's id for it."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one text of a bulk stream was not processed (the stream goes on)."""
+
+    code: Code
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StreamEmbedCall:
+    """StreamEmbed's stream settings (from its first message): the model, normalize, texts held at once."""
+
+    model: str
+    normalize: bool
+    max_inflight_texts: int
+
+
+@dataclass(frozen=True)
+class StreamClassifyCall:
+    """StreamClassify's stream settings: as ClassifyCall without texts, and the texts held at once."""
+
+    model: str
+    candidate_labels: tuple[str, ...]
+    multi_label: bool
+    max_inflight_texts: int

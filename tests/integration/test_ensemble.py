@@ -161,3 +161,57 @@ async def test_every_member_answers_in_the_requested_format(ensemble):
         assert result.completion.finish_reason == llm_service_pb2.FINISH_REASON_STOP
         jsonschema.validate(json.loads(result.completion.text), schema)
     jsonschema.validate(json.loads(reply.completion.text), schema)
+
+
+async def test_stream_run_delivers_the_fast_member_before_the_slow_one_finishes(ensemble):
+    """ONNX Runtime decodes SmolLM2 about twice as fast as transformers here: its result arrives while the
+    transformers member is still decoding, then the slow one, then the combined answer."""
+    import time
+
+    completion = llm_service_pb2.CompleteRequest(
+        prompt="Once upon a time, in a land far away,", max_output_tokens=32, temperature=0
+    )
+    request = pb.StreamRunRequest(
+        run=pb.RunRequest(members=[pb.Member(model=m) for m in LLM_MODELS], completion=completion)
+    )
+    started = time.perf_counter()
+    arrivals = []
+    async for message in ensemble.StreamRun(request):
+        arrivals.append((time.perf_counter() - started, message))
+    kinds = [message.WhichOneof("event") for _, message in arrivals]
+    assert kinds == ["member_result", "member_result", "combined"]
+    (fast_at, fast), (_slow_at, slow) = arrivals[0], arrivals[1]
+    assert fast.member_result.model == "smollm2-135m-onnx" and slow.member_result.model == "smollm2-135m"
+    slow_latency = slow.member_result.latency.ToNanoseconds() / 1e9
+    assert fast_at < slow_latency, f"the fast member arrived at {fast_at:.2f} s, the slow one took {slow_latency:.2f} s"
+    combined = arrivals[2][1].combined
+    assert [r.model for r in combined.member_results] == list(LLM_MODELS)  # the request's order, as in Run
+    assert combined.completion.selection.model in LLM_MODELS and combined.completion.text
+    assert combined.member_results[0].completion.text == slow.member_result.completion.text
+
+
+async def test_stream_run_with_too_few_successes_ends_with_unavailable_after_the_members(ensemble):
+    request = pb.StreamRunRequest(
+        run=pb.RunRequest(
+            members=[
+                pb.Member(model="nope"),
+                pb.Member(model="smollm2-135m", timeout=duration_pb2.Duration(nanos=1_000_000)),
+            ],
+            completion=_completion(),
+        )
+    )
+    seen = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for message in ensemble.StreamRun(request):
+            seen.append(message.member_result)
+    assert sorted(m.model for m in seen) == ["nope", "smollm2-135m"]
+    assert all(m.HasField("failure") for m in seen)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "0 of 2 members" in caught.value.details()
+
+
+async def test_a_bad_stream_run_names_the_field_under_run(ensemble):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in ensemble.StreamRun(pb.StreamRunRequest(run=pb.RunRequest(members=[pb.Member(model="a")]))):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "run.input" in caught.value.details()

@@ -142,6 +142,32 @@ async def test_embeddings_equal_nlp_embed(gateway):
     assert (reply.id, reply.model_name, reply.model_version) == ("req-7", "minilm-l6", "1")
 
 
+async def test_model_stream_infer_answers_each_request_in_order_and_a_bad_one_does_not_end_it(gateway):
+    """tritonclient's stream_infer (Triton's ModelStreamInfer) over embeddings: each answer in order with its id, the
+    vectors NlpService.Embed gives, a failed request answered with its error while the stream goes on."""
+    _server, channel, client = gateway
+    batches = [TEXTS[:2], ["one more sentence"], TEXTS[1:]]
+
+    async def requests():
+        for index, texts in enumerate(batches[:2]):
+            yield {"model_name": "minilm-l6", "inputs": [_text_input(texts)], "request_id": f"r{index}"}
+        yield {"model_name": "no-such-model", "inputs": [_text_input(["x"])], "request_id": "bad"}
+        yield {"model_name": "minilm-l6", "inputs": [_text_input(batches[2])], "request_id": "r2"}
+
+    answers = [answer async for answer in client.stream_infer(requests())]
+    assert len(answers) == 4
+    results = [result for result, error in answers]
+    errors = [error for result, error in answers]
+    assert errors[0] is None and errors[1] is None and errors[3] is None
+    assert "NOT_FOUND" in str(errors[2]) and "no-such-model" in str(errors[2])
+    stub = nlp_service_pb2_grpc.NlpServiceStub(channel)
+    answered = [results[0], results[1], results[3]]
+    for result, texts, expected_id in zip(answered, batches, ["r0", "r1", "r2"], strict=True):
+        assert result.get_response().id == expected_id
+        typed = await stub.Embed(nlp_service_pb2.EmbedRequest(model="minilm-l6", texts=texts))
+        assert np.allclose(result.as_numpy("embedding"), np.array([e.values for e in typed.embeddings]), atol=1e-6)
+
+
 async def test_language_detection_and_requested_outputs(gateway):
     _server, channel, client = gateway
     result = await client.infer("langid", [_text_input(TEXTS)])

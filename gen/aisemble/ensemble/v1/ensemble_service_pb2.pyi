@@ -86,3 +86,17 @@ class RunResponse(_message.Message):
     strategy: Strategy
     member_results: _containers.RepeatedCompositeFieldContainer[MemberResult]
     def __init__(self, completion: _Optional[_Union[_llm_service_pb2.CompleteResponse, _Mapping]] = ..., classification: _Optional[_Union[_nlp_service_pb2.ClassifyResponse, _Mapping]] = ..., detection: _Optional[_Union[_vision_service_pb2.DetectResponse, _Mapping]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., member_results: _Optional[_Iterable[_Union[MemberResult, _Mapping]]] = ...) -> None: ...
+
+class StreamRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RunRequest
+    def __init__(self, run: _Optional[_Union[RunRequest, _Mapping]] = ...) -> None: ...
+
+class StreamRunResponse(_message.Message):
+    __slots__ = ("member_result", "combined")
+    MEMBER_RESULT_FIELD_NUMBER: _ClassVar[int]
+    COMBINED_FIELD_NUMBER: _ClassVar[int]
+    member_result: MemberResult
+    combined: RunResponse
+    def __init__(self, member_result: _Optional[_Union[MemberResult, _Mapping]] = ..., combined: _Optional[_Union[RunResponse, _Mapping]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class EnsembleServiceStub:
                 request_serializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunRequest.SerializeToString,
                 response_deserializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunResponse.FromString,
                 _registered_method=True)
+        self.StreamRun = channel.unary_stream(
+                '/aisemble.ensemble.v1.EnsembleService/StreamRun',
+                request_serializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunRequest.SerializeToString,
+                response_deserializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunResponse.FromString,
+                _registered_method=True)
 
 
 class EnsembleServiceServicer:
@@ -56,6 +61,19 @@ class EnsembleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamRun(self, request, context):
+        """Run, streamed: one message per member as it finishes (its result or its
+        failure, with its latency), fastest first, then one message with the
+        combined result. Per-member deadlines and min_successful are as in Run;
+        when too few members succeed, the stream ends with that status after the
+        members' messages. The combined text of a completion is not streamed token
+        by token: every strategy needs the members' whole texts to choose, so the
+        chosen text is complete when it is known.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnsembleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +81,11 @@ def add_EnsembleServiceServicer_to_server(servicer, server):
                     servicer.Run,
                     request_deserializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunRequest.FromString,
                     response_serializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunResponse.SerializeToString,
+            ),
+            'StreamRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRun,
+                    request_deserializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunRequest.FromString,
+                    response_serializer=aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +116,33 @@ class EnsembleService:
             '/aisemble.ensemble.v1.EnsembleService/Run',
             aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunRequest.SerializeToString,
             aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aisemble.ensemble.v1.EnsembleService/StreamRun',
+            aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunRequest.SerializeToString,
+            aisemble_dot_ensemble_dot_v1_dot_ensemble__service__pb2.StreamRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,3 +106,75 @@ class DetectLanguageResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[LanguageDetectionResult]
     selection: _common_pb2.ModelSelection
     def __init__(self, results: _Optional[_Iterable[_Union[LanguageDetectionResult, _Mapping]]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ...) -> None: ...
+
+class TextItem(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class StreamEmbedRequest(_message.Message):
+    __slots__ = ("model", "normalize", "items", "max_inflight_texts")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    normalize: bool
+    items: _containers.RepeatedCompositeFieldContainer[TextItem]
+    max_inflight_texts: int
+    def __init__(self, model: _Optional[str] = ..., normalize: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[TextItem, _Mapping]]] = ..., max_inflight_texts: _Optional[int] = ...) -> None: ...
+
+class StreamEmbedResult(_message.Message):
+    __slots__ = ("id", "embedding", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    embedding: EmbeddingResult
+    error: _common_pb2.ItemError
+    def __init__(self, id: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingResult, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+
+class StreamEmbedResponse(_message.Message):
+    __slots__ = ("results", "dimensions", "selection")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StreamEmbedResult]
+    dimensions: int
+    selection: _common_pb2.ModelSelection
+    def __init__(self, results: _Optional[_Iterable[_Union[StreamEmbedResult, _Mapping]]] = ..., dimensions: _Optional[int] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ...) -> None: ...
+
+class StreamClassifyRequest(_message.Message):
+    __slots__ = ("model", "candidate_labels", "multi_label", "items", "max_inflight_texts")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate_labels: _containers.RepeatedScalarFieldContainer[str]
+    multi_label: bool
+    items: _containers.RepeatedCompositeFieldContainer[TextItem]
+    max_inflight_texts: int
+    def __init__(self, model: _Optional[str] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., multi_label: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[TextItem, _Mapping]]] = ..., max_inflight_texts: _Optional[int] = ...) -> None: ...
+
+class StreamClassifyResult(_message.Message):
+    __slots__ = ("id", "classification", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    classification: ClassificationResult
+    error: _common_pb2.ItemError
+    def __init__(self, id: _Optional[str] = ..., classification: _Optional[_Union[ClassificationResult, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+
+class StreamClassifyResponse(_message.Message):
+    __slots__ = ("results", "selection")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StreamClassifyResult]
+    selection: _common_pb2.ModelSelection
+    def __init__(self, results: _Optional[_Iterable[_Union[StreamClassifyResult, _Mapping]]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ...) -> None: ...

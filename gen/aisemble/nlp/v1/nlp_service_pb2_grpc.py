@@ -51,6 +51,16 @@ class NlpServiceStub:
                 request_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageRequest.SerializeToString,
                 response_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageResponse.FromString,
                 _registered_method=True)
+        self.StreamEmbed = channel.stream_stream(
+                '/aisemble.nlp.v1.NlpService/StreamEmbed',
+                request_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedRequest.SerializeToString,
+                response_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedResponse.FromString,
+                _registered_method=True)
+        self.StreamClassify = channel.stream_stream(
+                '/aisemble.nlp.v1.NlpService/StreamClassify',
+                request_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyRequest.SerializeToString,
+                response_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyResponse.FromString,
+                _registered_method=True)
 
 
 class NlpServiceServicer:
@@ -80,6 +90,29 @@ class NlpServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEmbed(self, request_iterator, context):
+        """Embeds a stream of texts: the client streams batches of texts with its own
+        ids, the server streams their vectors back as they are computed, in the
+        order the texts arrived. Items share the model's dynamic batching with every
+        other caller. Flow control works both ways: the server holds at most a
+        bounded number of items in flight per stream (see StreamEmbedRequest), so a
+        client that stops reading stops the server reading, and a client that
+        writes faster than the model runs waits. A bad item (empty, too long) gets
+        an error in its own result and the stream goes on; a bad stream (unknown
+        model, a changed stream setting) ends with a status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamClassify(self, request_iterator, context):
+        """Classifies a stream of texts, as StreamEmbed embeds them: results in arrival
+        order with the caller's ids, per-item errors, bounded in-flight items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NlpServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +130,16 @@ def add_NlpServiceServicer_to_server(servicer, server):
                     servicer.DetectLanguage,
                     request_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageRequest.FromString,
                     response_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageResponse.SerializeToString,
+            ),
+            'StreamEmbed': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamEmbed,
+                    request_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedRequest.FromString,
+                    response_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedResponse.SerializeToString,
+            ),
+            'StreamClassify': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamClassify,
+                    request_deserializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyRequest.FromString,
+                    response_serializer=aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +225,60 @@ class NlpService:
             '/aisemble.nlp.v1.NlpService/DetectLanguage',
             aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageRequest.SerializeToString,
             aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.DetectLanguageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEmbed(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aisemble.nlp.v1.NlpService/StreamEmbed',
+            aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedRequest.SerializeToString,
+            aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamEmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamClassify(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aisemble.nlp.v1.NlpService/StreamClassify',
+            aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyRequest.SerializeToString,
+            aisemble_dot_nlp_dot_v1_dot_nlp__service__pb2.StreamClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
