@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from aisemble.rpc.client import PLAINTEXT, CallFailure, Deadline, Peer, call_fai
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
-__all__ = ["EnsembleRunner", "MemberPlan"]
+__all__ = ["EnsemblePlan", "EnsembleRunner", "MemberPlan"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,18 @@ class MemberPlan:
     model: str
     weight: float
     timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class EnsemblePlan:
+    """A validated ensemble: the input's kind ("completion", "classification", "detection"), the strategy, the input
+    request (sent to every member under its own model name), the members, and how many must succeed."""
+
+    kind: str
+    strategy: int
+    request: Any
+    members: Sequence[MemberPlan]
+    min_successful: int
 
 
 def _failure(model: str, exc: Exception) -> common_pb2.PartFailure:
@@ -51,9 +63,10 @@ def _entry(kind: str, member: MemberPlan, result: Any, seconds: float, error: Ex
     return entry
 
 
-def _combined(kind: str, strategy: int, entries: Sequence[pb.MemberResult], min_successful: int) -> pb.RunResponse:
+def _combined(plan: EnsemblePlan, entries: Sequence[pb.MemberResult]) -> pb.RunResponse:
     """The members' outcomes (in the request's order) and their combined result; UNAVAILABLE
     (ENSEMBLE_TOO_FEW_MEMBERS) when fewer than min_successful succeeded."""
+    kind, strategy, min_successful = plan.kind, plan.strategy, plan.min_successful
     response = pb.RunResponse(strategy=strategy, member_results=entries)  # type: ignore[arg-type]
     successes = [
         Success(e.model, e.weight, getattr(e, kind), e.confidence) for e in entries if not e.HasField("failure")
@@ -97,43 +110,33 @@ class EnsembleRunner:
             return member, None, time.perf_counter() - started, exc
 
     async def run(
-        self,
-        kind: str,
-        strategy: int,
-        request: Any,
-        members: Sequence[MemberPlan],
-        min_successful: int,
-        deadline: Deadline,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, plan: EnsemblePlan, deadline: Deadline, metadata: Sequence[tuple[str, str]] = ()
     ) -> pb.RunResponse:
         """Every member's outcome and, when enough succeeded, the combined result."""
-        outcomes = await asyncio.gather(*(self._member(kind, request, m, deadline, metadata) for m in members))
-        return _combined(kind, strategy, [_entry(kind, *outcome) for outcome in outcomes], min_successful)
+        outcomes = await asyncio.gather(*self._calls_of(plan, deadline, metadata))
+        return _combined(plan, [_entry(plan.kind, *outcome) for outcome in outcomes])
 
     async def stream(
-        self,
-        kind: str,
-        strategy: int,
-        request: Any,
-        members: Sequence[MemberPlan],
-        min_successful: int,
-        deadline: Deadline,
-        metadata: Sequence[tuple[str, str]] = (),
+        self, plan: EnsemblePlan, deadline: Deadline, metadata: Sequence[tuple[str, str]] = ()
     ) -> AsyncIterator[pb.StreamRunResponse]:
         """Each member's outcome as it finishes, then the combined result (as run's); the members still running
         are cancelled when the caller goes away."""
-        calls = [asyncio.ensure_future(self._member(kind, request, m, deadline, metadata)) for m in members]
+        calls = [asyncio.ensure_future(call) for call in self._calls_of(plan, deadline, metadata)]
         entries: dict[str, pb.MemberResult] = {}
         try:
             for finished in asyncio.as_completed(calls):
-                entry = _entry(kind, *await finished)
+                entry = _entry(plan.kind, *await finished)
                 entries[entry.model] = entry
                 yield pb.StreamRunResponse(member_result=entry)
         finally:
             for call in calls:
                 call.cancel()
-        ordered = [entries[m.model] for m in members]
-        yield pb.StreamRunResponse(combined=_combined(kind, strategy, ordered, min_successful))
+        yield pb.StreamRunResponse(combined=_combined(plan, [entries[m.model] for m in plan.members]))
+
+    def _calls_of(
+        self, plan: EnsemblePlan, deadline: Deadline, metadata: Sequence[tuple[str, str]]
+    ) -> list[Coroutine[Any, Any, tuple[MemberPlan, Any, float, Exception | None]]]:
+        return [self._member(plan.kind, plan.request, member, deadline, metadata) for member in plan.members]
 
     async def close(self) -> None:
         """Close the gateway channel."""

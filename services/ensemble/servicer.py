@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Any
 
 from grpc import aio
 
@@ -13,7 +12,7 @@ from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.errors import FieldViolation, InvalidArgumentError
 from aisemble.resolution import AUTO
 from aisemble.rpc.client import Deadline, forwardable_metadata
-from services.ensemble.runner import EnsembleRunner, MemberPlan
+from services.ensemble.runner import EnsemblePlan, EnsembleRunner, MemberPlan
 from services.ensemble.strategies import ALLOWED, DEFAULT
 
 __all__ = ["MAX_MEMBERS", "EnsembleServicer"]
@@ -28,19 +27,19 @@ class EnsembleServicer(ensemble_service_pb2_grpc.EnsembleServiceServicer):
         self.runner = runner
 
     async def Run(self, request: pb.RunRequest, context: aio.ServicerContext) -> pb.RunResponse:
-        return await self.runner.run(*self._plan(request), Deadline.of(context), _metadata(context))
+        plan = self._plan(request)
+        return await self.runner.run(plan, Deadline.of(context), _metadata(context))
 
     async def StreamRun(
         self, request: pb.StreamRunRequest, context: aio.ServicerContext
     ) -> AsyncIterator[pb.StreamRunResponse]:
         plan = self._plan(request.run, prefix="run.")
-        async for message in self.runner.stream(*plan, Deadline.of(context), _metadata(context)):
+        async for message in self.runner.stream(plan, Deadline.of(context), _metadata(context)):
             yield message
 
     @staticmethod
-    def _plan(request: pb.RunRequest, prefix: str = "") -> tuple[str, int, Any, list[MemberPlan], int]:
-        """The validated run: input kind, strategy, the input, the members' plans, min_successful (INVALID_ARGUMENT
-        naming the fields, under `prefix` in StreamRun's request)."""
+    def _plan(request: pb.RunRequest, prefix: str = "") -> EnsemblePlan:
+        """The validated run (INVALID_ARGUMENT naming the fields, under `prefix` in StreamRun's request)."""
         violations: list[FieldViolation] = []
 
         def refuse(field: str, description: str) -> None:
@@ -86,7 +85,7 @@ class EnsembleServicer(ensemble_service_pb2_grpc.EnsembleServiceServicer):
                 "; ".join(f"{v.field}: {v.description}" for v in violations), field_violations=violations
             )
         assert kind is not None
-        return kind, strategy, getattr(request, kind), plans, min_successful
+        return EnsemblePlan(kind, strategy, getattr(request, kind), plans, min_successful)
 
 
 def _metadata(context: aio.ServicerContext) -> list[tuple[str, str]]:

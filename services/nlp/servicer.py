@@ -22,7 +22,7 @@ ItemError (TEXT_EMPTY, TEXT_TOO_LONG) and the stream goes on. A message without 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from grpc import aio
@@ -34,6 +34,7 @@ from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.resolution import AUTO
 from aisemble.rpc.selection import MODEL_TRAILER, selection_message
 from aisemble.rpc.server import request_context
+from services.nlp.answers import BulkAnswer
 from services.nlp.runner import NlpRunner, text_problem
 from services.nlp.types import (
     Classification,
@@ -41,6 +42,7 @@ from services.nlp.types import (
     DetectLanguageCall,
     EmbedCall,
     Encoded,
+    ItemFailure,
     StreamClassifyCall,
     StreamEmbedCall,
     TextItem,
@@ -132,19 +134,8 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         normalize = first.normalize if first.HasField("normalize") else True
         call = StreamEmbedCall(first.model, normalize, inflight)
         batches = self._batches(first, request_iterator, ("model", "normalize", "max_inflight_texts"))
-        first_response = True
-        async for answer in self.runner.stream_embed(call, batches, request_context(context)):
-            response = pb.StreamEmbedResponse(dimensions=answer.dimensions)
-            for item_id, outcome in zip(answer.ids, answer.outcomes, strict=True):
-                result = response.results.add(id=item_id)
-                if isinstance(outcome, Encoded):
-                    result.embedding.values.extend(outcome.values.tolist())
-                    result.embedding.truncated, result.embedding.token_count = outcome.truncated, outcome.token_count
-                else:
-                    result.error.CopyFrom(_item_error(outcome))
-            if first_response:
-                response.selection.CopyFrom(selection_message(answer.resolved))
-                first_response = False
+        answers = self.runner.stream_embed(call, batches, request_context(context))
+        async for response in _bulk_responses(answers, pb.StreamEmbedResponse, _fill_embedding):
             yield response
 
     async def StreamClassify(
@@ -160,22 +151,8 @@ class NlpServicer(nlp_service_pb2_grpc.NlpServiceServicer):
         call = StreamClassifyCall(first.model, labels, first.multi_label, inflight)
         settings = ("model", "candidate_labels", "multi_label", "max_inflight_texts")
         batches = self._batches(first, request_iterator, settings)
-        first_response = True
-        async for answer in self.runner.stream_classify(call, batches, request_context(context)):
-            response = pb.StreamClassifyResponse()
-            for item_id, outcome in zip(answer.ids, answer.outcomes, strict=True):
-                result = response.results.add(id=item_id)
-                if isinstance(outcome, Classification):
-                    result.classification.labels.extend(
-                        common_pb2.LabelScore(label=label, score=score) for label, score in outcome.labels
-                    )
-                    result.classification.truncated = outcome.truncated
-                    result.classification.token_count = outcome.token_count
-                else:
-                    result.error.CopyFrom(_item_error(outcome))
-            if first_response:
-                response.selection.CopyFrom(selection_message(answer.resolved))
-                first_response = False
+        answers = self.runner.stream_classify(call, batches, request_context(context))
+        async for response in _bulk_responses(answers, pb.StreamClassifyResponse, _fill_classification):
             yield response
 
     def _inflight(self, first: Any, violations: list[FieldViolation]) -> int:
@@ -310,5 +287,37 @@ def _changes(first: Any, later: Any, name: str) -> bool:
     return bool(value) and value != getattr(first, name)
 
 
-def _item_error(failure: Any) -> common_pb2.ItemError:
-    return common_pb2.ItemError(code=int(failure.code), reason=failure.reason, message=failure.message)
+async def _bulk_responses(
+    answers: AsyncIterator[BulkAnswer], response_type: Any, fill: Callable[[Any, Any], None]
+) -> AsyncIterator[Any]:
+    """One response per answered batch: each text's result (`fill` writes a success) or its ItemError, with its
+    id; the first response names the model."""
+    first = True
+    async for answer in answers:
+        response = response_type()
+        for item_id, outcome in zip(answer.ids, answer.outcomes, strict=True):
+            result = response.results.add(id=item_id)
+            if isinstance(outcome, ItemFailure):
+                result.error.CopyFrom(
+                    common_pb2.ItemError(code=int(outcome.code), reason=outcome.reason, message=outcome.message)
+                )
+            else:
+                fill(result, outcome)
+        if isinstance(response, pb.StreamEmbedResponse):
+            response.dimensions = answer.dimensions
+        if first:
+            response.selection.CopyFrom(selection_message(answer.resolved))
+            first = False
+        yield response
+
+
+def _fill_embedding(result: pb.StreamEmbedResult, encoded: Encoded) -> None:
+    result.embedding.values.extend(encoded.values.tolist())
+    result.embedding.truncated, result.embedding.token_count = encoded.truncated, encoded.token_count
+
+
+def _fill_classification(result: pb.StreamClassifyResult, classification: Classification) -> None:
+    labels = classification.labels
+    result.classification.labels.extend(common_pb2.LabelScore(label=label, score=score) for label, score in labels)
+    result.classification.truncated = classification.truncated
+    result.classification.token_count = classification.token_count
