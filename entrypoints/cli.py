@@ -32,7 +32,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from entrypoints.commands import generation, mesh, store
+    from entrypoints.commands import composition, generation, mesh, nlp, registry, store, vision
     from entrypoints.security_cli import add_parsers as add_security_parsers
     from services.finetune.client import add_parsers as add_finetune_parsers
 
@@ -40,10 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    models = sub.add_parser("models", help="the local model store").add_subparsers(dest="action", required=True)
+    models = sub.add_parser(
+        "models", help="the local model store (prepare, status, import) and the registry (list, show, register...)"
+    ).add_subparsers(dest="action", required=True)
     store.add_parsers(models)
+    registry.add_parsers(models)
     mesh.add_parsers(sub)
     generation.add_parsers(sub)
+    nlp.add_parsers(sub)
+    vision.add_parsers(sub)
+    composition.add_parsers(sub)
     mesh.add_status_parsers(sub)
 
     finetune = sub.add_parser("finetune", help="fine-tuning jobs: create (--watch: live progress), upload, list...")
@@ -70,8 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        import grpc
+
         from aisemble.errors import AisembleError
 
+        if isinstance(exc, grpc.RpcError) and not args.verbose:
+            from entrypoints.commands.gateway import print_rpc_error
+
+            return print_rpc_error(exc)
         if args.verbose or not isinstance(exc, AisembleError | OSError):
             raise
         print(f"error: {exc}", file=sys.stderr)

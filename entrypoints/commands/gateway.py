@@ -8,7 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_gateway_arguments", "default_target", "gateway_channel", "gateway_peer", "print_rpc_error"]
+__all__ = [
+    "add_gateway_arguments",
+    "call_gateway",
+    "default_target",
+    "gateway_channel",
+    "gateway_peer",
+    "print_rpc_error",
+]
 
 
 def default_target() -> str:
@@ -51,3 +58,15 @@ def print_rpc_error(exc: Exception) -> int:
         raise exc
     print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
     return 1
+
+
+def call_gateway(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any:
+    """One unary call through the gateway (stub_class(channel).<method>(request), deadline --timeout); a failed call
+    exits with its one-line message and status 1."""
+    import grpc
+
+    with gateway_channel(args) as channel:
+        try:
+            return getattr(stub_class(channel), method)(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise SystemExit(print_rpc_error(exc)) from None

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from entrypoints.commands.gateway import default_target, gateway_peer, print_rpc_error
+from entrypoints.commands.output import print_table
 
 __all__ = ["add_parsers", "add_status_parsers", "registered_models_file"]
 
@@ -123,19 +124,26 @@ def _status(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             return print_rpc_error(exc)
     print(f"gateway {target}: {len(models)} models")
-    header = f"{'model':<22} {'task':<21} {'provider':<12} {'service':<8} {'health':<12} {'requests':>8} {'errors':>6}"
-    print(header + f" {'p50 ms':>7} {'p95 ms':>7} {'tok/s':>6} {'cost':>9}")
+    rows = []
     for model in models:
         stats = model.stats
-        health = rpb.ModelHealth.Name(model.health).removeprefix("MODEL_HEALTH_")
-        task = TASK_FROM_PROTO.get(model.task, "unknown")
-        p50 = stats.latency_p50.ToNanoseconds() / 1e6
-        p95 = stats.latency_p95.ToNanoseconds() / 1e6
-        print(
-            f"{model.name:<22} {task:<21} {model.provider:<12} {model.service:<8} {health:<12} "
-            f"{stats.request_count:>8} {stats.error_count:>6} {p50:>7.1f} {p95:>7.1f} "
-            f"{stats.tokens_per_second:>6.1f} {stats.cost_total:>9.6f}"
+        rows.append(
+            (
+                model.name,
+                TASK_FROM_PROTO.get(model.task, "unknown"),
+                model.provider,
+                model.service,
+                rpb.ModelHealth.Name(model.health).removeprefix("MODEL_HEALTH_"),
+                stats.request_count,
+                stats.error_count,
+                f"{stats.latency_p50.ToNanoseconds() / 1e6:.1f}",
+                f"{stats.latency_p95.ToNanoseconds() / 1e6:.1f}",
+                f"{stats.tokens_per_second:.1f}",
+                f"{stats.cost_total:.6f}",
+            )
         )
+    headers = ("model", "task", "provider", "service", "health", "requests", "errors", "p50 ms", "p95 ms", "tok/s")
+    print_table((*headers, "cost"), rows, right={"requests", "errors", "p50 ms", "p95 ms", "tok/s", "cost"})
     _print_processes()
     return 0
 
@@ -147,12 +155,12 @@ def _print_processes() -> None:
     processes = read_processes()
     if not processes:
         return
-    print(f"\n{'process':<11} {'address':<22} {'pid':>7} {'state':<11} {'restarts':>8}  last exit")
-    for entry in processes:
-        print(
-            f"{entry['service']!s:<11} {entry['address']!s:<22} {entry.get('pid') or '-'!s:>7} "
-            f"{entry['state']!s:<11} {entry['restarts']!s:>8}  {entry.get('last_exit') or '-'}"
-        )
+    print()
+    rows = [
+        (e["service"], e["address"], e.get("pid") or "-", e["state"], e["restarts"], e.get("last_exit") or "-")
+        for e in processes
+    ]
+    print_table(("process", "address", "pid", "state", "restarts", "last exit"), rows, right={"pid", "restarts"})
 
 
 def add_parsers(sub: Any) -> None:
