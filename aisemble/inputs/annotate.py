@@ -12,18 +12,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["LabelledBox", "LabelledPolygon", "draw_boxes", "draw_polygons", "save_png"]
 
-#: Colours that stay legible on photos and on white pages (one per label, chosen by the label's CRC-32).
+#: Bright colours that stand out on photos and on white pages (one per label, chosen by the label's CRC-32).
 _PALETTE = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (240, 50, 230),
-    (0, 128, 128),
-    (170, 110, 40),
-    (128, 0, 0),
-    (0, 0, 128),
+    (255, 56, 56),
+    (255, 112, 31),
+    (255, 178, 29),
+    (72, 249, 10),
+    (26, 147, 52),
+    (0, 212, 187),
+    (0, 194, 255),
+    (100, 115, 255),
+    (132, 56, 255),
+    (203, 56, 255),
+    (255, 55, 199),
 )
 
 
@@ -75,16 +76,18 @@ def _caption(
     x = min(max(0.0, at[0]), max(0.0, size[0] - width))
     y = at[1] - height if at[1] - height >= 0 else min(at[1], max(0.0, size[1] - height))
     draw.rectangle((x, y, x + width, y + height), fill=colour)
-    draw.text((x + 3 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
+    light = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 150
+    draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0) if light else (255, 255, 255), font=font)
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[LabelledBox]) -> Image.Image:
-    """The image (H x W x 3 uint8 RGB) with every box outlined and captioned `label score`."""
+    """The image (H x W x 3 uint8 RGB) with every box outlined and captioned `label score`; where captions
+    overlap, the best-scoring box's is on top."""
     image, draw, line, font = _canvas(rgb)
     for box in boxes:
-        colour = _colour(box.label)
-        draw.rectangle((box.x_min, box.y_min, box.x_max, box.y_max), outline=colour, width=line)
-        _caption(draw, (box.x_min, box.y_min), f"{box.label} {box.score:.2f}", colour, font, image.size)
+        draw.rectangle((box.x_min, box.y_min, box.x_max, box.y_max), outline=_colour(box.label), width=line)
+    for box in sorted(boxes, key=lambda b: b.score):
+        _caption(draw, (box.x_min, box.y_min), f"{box.label} {box.score:.2f}", _colour(box.label), font, image.size)
     return image
 
 

@@ -58,21 +58,13 @@ def _analyze(args: argparse.Namespace) -> int:
     if text.HasField("embedding"):
         print(f"embedding ({text.embedding.selection.model}): {text.embedding.dimensions} dimensions")
     print(f"\nmentions: {len(reply.mentions)}")
-    source_names = {pb.MENTION_SOURCE_DETECTION: "detection", pb.MENTION_SOURCE_OCR: "ocr"}
-    print_table(
-        ("term", "source", "matched text", "score", "items"),
-        [
-            (
-                m.term,
-                source_names.get(m.source, "?"),
-                m.matched_text,
-                f"{m.score:.3f}",
-                ",".join(map(str, m.item_indices)),
-            )
+    if reply.mentions:
+        sources = {pb.MENTION_SOURCE_DETECTION: "detection", pb.MENTION_SOURCE_OCR: "ocr"}
+        rows = [
+            (m.term, sources.get(m.source, "?"), m.matched_text, f"{m.score:.3f}", ",".join(map(str, m.item_indices)))
             for m in reply.mentions
-        ],
-        {"score"},
-    )
+        ]
+        print_table(("term", "source", "matched text", "score", "items"), rows, {"score"})
     _print_failures(reply.part_failures)
     return 0
 

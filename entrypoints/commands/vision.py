@@ -194,7 +194,7 @@ def _stream_detect(args: argparse.Namespace) -> int:
                     request.max_pending_frames = args.max_pending_frames
             yield request
 
-    started, dropped, found, selection = time.monotonic(), 0, 0, None
+    started, frames_seen, dropped, found, selection = time.monotonic(), 0, 0, 0, None
     with (
         gateway_channel(args) as channel,
         tqdm(total=total, unit="frame", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar,
@@ -203,6 +203,7 @@ def _stream_detect(args: argparse.Namespace) -> int:
         try:
             for reply in stub.StreamDetect(requests(), timeout=args.timeout):
                 selection = selection or (reply.selection if reply.HasField("selection") else None)
+                frames_seen += 1
                 dropped += reply.dropped
                 found += len(reply.detections)
                 bar.update(1)
@@ -214,11 +215,8 @@ def _stream_detect(args: argparse.Namespace) -> int:
                 bar.write(f"frame {reply.frame_index:>5}  {state}" + (f": {shown}" if shown else ""))
         except grpc.RpcError as exc:
             return print_rpc_error(exc)
-    seconds = time.monotonic() - started
-    print(
-        f"{bar.n} frames ({dropped} dropped), {found} detections, {bar.n / max(seconds, 1e-9):.1f} frames/s",
-        file=sys.stderr,
-    )
+    rate = frames_seen / max(time.monotonic() - started, 1e-9)
+    print(f"{frames_seen} frames ({dropped} dropped), {found} detections, {rate:.1f} frames/s", file=sys.stderr)
     if selection is not None and not args.json:
         print_selection(args.model, selection)
     return 0

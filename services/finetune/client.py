@@ -134,7 +134,7 @@ def draw_loss_plot(history: LossHistory, path: Path) -> None:
     axes = figure.subplots()
     if history.train:
         steps = sorted(history.train)
-        axes.plot(steps, [history.train[s] for s in steps], label="training loss", color="tab:blue", linewidth=1.2)
+        axes.plot(steps, [history.train[s] for s in steps], ".-", label="training loss", color="tab:blue")
     if history.validation:
         steps = sorted(history.validation)
         axes.plot(steps, [history.validation[s] for s in steps], "o-", label="validation loss", color="tab:orange")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,25 +200,30 @@ def test_finetune_plot_draws_the_losses(mesh, tmp_path):
     small = tmp_path / "small.jsonl"
     small.write_text("".join(DATASET.read_text(encoding="utf-8").splitlines(keepends=True)[:60]), encoding="utf-8")
     settings = ["--epochs", "2", "--unfrozen-layers", "0", "--validation-split", "0.2", "--batch-size", "8"]
-    created = _cli(
-        folder,
-        *("finetune", "create", "--base", "minilm-l6", "--task", "text-classification", "--file", str(small)),
-        *("--name", "cli-plot-classifier", *settings, "--watch"),
-    )
-    job_id = created.stdout.split()[0]
-    plot = tmp_path / "loss.png"
-    drawn = _cli(folder, "finetune", "plot", job_id, "-o", str(plot))
-    assert "validation points" in drawn.stdout and "job SUCCEEDED" in drawn.stdout
-    with Image.open(io.BytesIO(plot.read_bytes())) as image:
-        assert image.format == "PNG" and image.size == (800, 450)
-        # Not a blank canvas: the training curve (matplotlib's tab:blue) and validation points (tab:orange).
-        colours = {tuple(c) for c in np.asarray(image.convert("RGB")).reshape(-1, 3)[::7]}
-        assert (31, 119, 180) in colours and (255, 127, 14) in colours
-    trained = int(drawn.stdout.split(" training")[0].rsplit(" ", 1)[-1])
-    assert trained >= 2
-    missing = _cli(folder, "finetune", "plot", "ftjob-nope", "-o", str(tmp_path / "x.png"), ok=False)
-    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
-    _cli(folder, "models", "deregister", "cli-plot-classifier", "--yes")
+    try:
+        created = _cli(
+            folder,
+            *("finetune", "create", "--base", "minilm-l6", "--task", "text-classification", "--file", str(small)),
+            *("--name", "cli-plot-classifier", *settings, "--watch"),
+        )
+        job_id = created.stdout.split()[0]
+        plot = tmp_path / "loss.png"
+        drawn = _cli(folder, "finetune", "plot", job_id, "-o", str(plot))
+        counts = re.search(r"(\d+) training and (\d+) validation points, steps 1-(\d+), job SUCCEEDED", drawn.stdout)
+        assert counts and int(counts[1]) >= 2 and int(counts[2]) == 2, drawn.stdout
+        with Image.open(io.BytesIO(plot.read_bytes())) as image:
+            assert image.format == "PNG" and image.size == (800, 450)
+            pixels = np.asarray(image.convert("RGB"))
+        # Not a blank canvas: the training curve (matplotlib's tab:blue) and the validation points (tab:orange).
+        for colour in ((31, 119, 180), (255, 127, 14)):
+            assert (pixels == colour).all(axis=-1).sum() > 50, colour
+        missing = _cli(folder, "finetune", "plot", "ftjob-nope", "-o", str(tmp_path / "x.png"), ok=False)
+        assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+    finally:
+        _cli(folder, "models", "deregister", "cli-plot-classifier", "--yes", ok=False)
+        # The job stored its result in the mesh's model store: take it out again, as the test found the store.
+        store = Path(os.environ.get("AISEMBLE_MODEL_STORE") or folder / "state" / "models")
+        shutil.rmtree(store / "cli-plot-classifier", ignore_errors=True)
 
 
 def test_status_columns_fit_the_longest_name(mesh):
