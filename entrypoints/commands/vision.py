@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from entrypoints.commands.gateway import add_gateway_arguments, call_gateway, ga
 from entrypoints.commands.inputs import read_image
 from entrypoints.commands.output import clip, json_line, print_json, print_selection, print_table
 
-__all__ = ["add_parsers", "print_detections", "read_frames"]
+__all__ = ["Frames", "add_parsers", "print_detections", "read_frames"]
 
 _IMAGE_HELP = "an image file (JPEG, PNG, WebP or BMP); `-` reads it from stdin"
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -126,15 +127,36 @@ def _classify_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_frames(source: Path, stride: int = 1, limit: int | None = None) -> tuple[int | None, Iterator[bytes]]:
+@dataclass
+class Frames:
+    """The encoded frames of a folder or a video, read lazily (gRPC's request thread pulls them). A frame that
+    cannot be read ends the frames; `error` then says why (the iterator itself never raises)."""
+
+    total: int | None
+    encoded: Iterator[bytes]
+    error: str | None = None
+
+
+def read_frames(source: Path, stride: int = 1, limit: int | None = None) -> Frames:
     """The frames of a folder of images (sorted by name, sent as they are) or of a video file (every `stride`-th
-    frame, JPEG-encoded), at most `limit`: (how many there will be when known, the encoded frames)."""
+    frame, JPEG-encoded), at most `limit`, with how many there will be when known."""
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES and p.is_file())
         if not files:
             raise SystemExit(f"error: {source} holds no image files ({', '.join(sorted(_FRAME_SUFFIXES))})")
         files = files[::stride][:limit]
-        return len(files), (path.read_bytes() for path in files)
+
+        def images() -> Iterator[bytes]:
+            for path in files:
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    frames.error = f"cannot read {path}: {exc.strerror or exc}"
+                    return
+                yield data
+
+        frames = Frames(len(files), images())
+        return frames
     if not source.is_file():
         raise SystemExit(f"error: no folder or video file at {source}")
     import cv2
@@ -146,31 +168,31 @@ def read_frames(source: Path, stride: int = 1, limit: int | None = None) -> tupl
     total = -(-count // stride) if count > 0 else None
     if total is not None and limit is not None:
         total = min(total, limit)
-
     ok, first = capture.read()
     if not ok:
         capture.release()
         raise SystemExit(f"error: {source} has no frames OpenCV can decode")
 
-    def frames() -> Iterator[bytes]:
-        # Runs in gRPC's request thread: it stops at the first frame it cannot read or encode, never raises.
+    def video() -> Iterator[bytes]:
         frame, index, sent = first, 0, 0
         try:
             while limit is None or sent < limit:
                 if index % stride == 0:
                     encoded, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
                     if not encoded:
-                        break
+                        frames.error = f"cannot encode frame {index} of {source} as JPEG"
+                        return
                     sent += 1
                     yield jpeg.tobytes()
-                ok_next, frame = capture.read()
-                if not ok_next:
-                    break
+                more, frame = capture.read()
+                if not more:
+                    return
                 index += 1
         finally:
             capture.release()
 
-    return total, frames()
+    frames = Frames(total, video())
+    return frames
 
 
 def _stream_detect(args: argparse.Namespace) -> int:
@@ -181,12 +203,12 @@ def _stream_detect(args: argparse.Namespace) -> int:
     from aisemble.vision.v1 import vision_service_pb2 as pb
     from aisemble.vision.v1 import vision_service_pb2_grpc
 
-    total, frames = read_frames(Path(args.source).expanduser(), args.stride, args.max_frames)
+    frames = read_frames(Path(args.source).expanduser(), args.stride, args.max_frames)
     settings = _detection_settings(args)
     policy = pb.BackpressurePolicy.Value("BACKPRESSURE_POLICY_" + args.backpressure.upper().replace("-", "_"))
 
     def requests() -> Iterator[pb.StreamDetectRequest]:
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(frames.encoded):
             request = pb.StreamDetectRequest(frame=common_pb2.Image(data=frame), frame_index=index)
             if index == 0:
                 request.MergeFrom(pb.StreamDetectRequest(backpressure_policy=policy, **settings))
@@ -197,7 +219,7 @@ def _stream_detect(args: argparse.Namespace) -> int:
     started, frames_seen, dropped, found, selection = time.monotonic(), 0, 0, 0, None
     with (
         gateway_channel(args) as channel,
-        tqdm(total=total, unit="frame", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar,
+        tqdm(total=frames.total, unit="frame", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar,
     ):
         stub = vision_service_pb2_grpc.VisionServiceStub(channel)
         try:
@@ -219,6 +241,9 @@ def _stream_detect(args: argparse.Namespace) -> int:
     print(f"{frames_seen} frames ({dropped} dropped), {found} detections, {rate:.1f} frames/s", file=sys.stderr)
     if selection is not None and not args.json:
         print_selection(args.model, selection)
+    if frames.error:
+        print(f"error: {frames.error}; the stream ended there", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -35,16 +35,25 @@ def test_frames_come_from_a_folder_in_name_order_and_from_a_video(tmp_path):
 
     for name in ("b.png", "a.jpg", "notes.txt"):
         (tmp_path / name).write_bytes(name.encode())
-    total, frames = read_frames(tmp_path)
-    assert total == 2 and list(frames) == [b"a.jpg", b"b.png"]
+    frames = read_frames(tmp_path)
+    assert frames.total == 2 and list(frames.encoded) == [b"a.jpg", b"b.png"] and frames.error is None
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
     for shade in range(5):
         writer.write(np.full((24, 32, 3), shade * 50, np.uint8))
     writer.release()
-    total, frames = read_frames(video, stride=2)
-    decoded = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_GRAYSCALE) for f in frames]
-    assert total == 3 and [round(d.mean() / 50) for d in decoded] == [0, 2, 4]
+    frames = read_frames(video, stride=2)
+    decoded = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_GRAYSCALE) for f in frames.encoded]
+    assert frames.total == 3 and [round(d.mean() / 50) for d in decoded] == [0, 2, 4]
+
+
+def test_a_frame_that_cannot_be_read_ends_the_frames_with_a_reason(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(name.encode())
+    frames = read_frames(tmp_path)
+    (tmp_path / "b.jpg").unlink()  # gone between the listing and the stream reaching it
+    assert list(frames.encoded) == [b"a.jpg"] and frames.total == 3
+    assert frames.error and frames.error.startswith(f"cannot read {tmp_path / 'b.jpg'}")
 
 
 def test_boxes_and_polygons_are_drawn_where_they_are():
