@@ -4,6 +4,7 @@
 --name domain-classifier --watch` uploads the file (checked by the service, line by line), creates the
 job and draws a tqdm bar from the job's events (step, epoch, loss, validation accuracy, ETA); log lines
 and state changes are printed above the bar. The exit status is 0 when the job SUCCEEDED.
+`aisemble finetune plot JOB -o loss.png` draws the training and validation loss per step from the job's events.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import argparse
 import hashlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from aisemble.finetune.v1 import finetune_service_pb2 as pb
 from aisemble.rpc.client import PLAINTEXT, Peer
 
-__all__ = ["add_parsers", "run", "upload_file", "watch_job"]
+__all__ = ["LossHistory", "add_parsers", "draw_loss_plot", "loss_history", "run", "upload_file", "watch_job"]
 
 _TASKS = {"causal-lm": pb.FINE_TUNE_TASK_CAUSAL_LM, "text-classification": pb.FINE_TUNE_TASK_TEXT_CLASSIFICATION}
 _CHUNK = 1024 * 1024
@@ -87,6 +89,84 @@ def watch_job(stub: Any, job_id: str, out: TextIO) -> int:
     return final
 
 
+_TERMINAL = (pb.FINE_TUNE_JOB_STATE_SUCCEEDED, pb.FINE_TUNE_JOB_STATE_FAILED, pb.FINE_TUNE_JOB_STATE_CANCELLED)
+
+
+@dataclass
+class LossHistory:
+    """A job's losses by step, from its events (a step trained again after a resume keeps its latest loss)."""
+
+    job: pb.FineTuneJob
+    train: dict[int, float] = field(default_factory=dict)
+    validation: dict[int, float] = field(default_factory=dict)
+
+
+def loss_history(stub: Any, job_id: str, follow: bool, timeout: float) -> LossHistory:
+    """The training and validation losses of a job, read from its event history (WatchFineTuneJob from the start).
+    A job still running is read up to the step it had reached when asked, or, with follow, until it ends."""
+    job = stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job_id), timeout=timeout).job
+    history = LossHistory(job)
+    until = None if follow or job.state in _TERMINAL else job.progress.step
+    if until == 0:
+        return history
+    events = stub.WatchFineTuneJob(pb.WatchFineTuneJobRequest(job_id=job_id), timeout=None if follow else timeout)
+    for reply in events:
+        event = reply.event
+        kind = event.WhichOneof("kind")
+        if kind == "progress" and event.progress.HasField("train_loss"):
+            history.train[event.progress.step] = event.progress.train_loss
+        elif kind == "evaluation":
+            history.validation[event.evaluation.step] = event.evaluation.validation_loss
+        if until is not None and kind == "progress" and event.progress.step >= until:
+            events.cancel()
+            break
+    if follow:
+        history.job = stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job_id), timeout=timeout).job
+    return history
+
+
+def draw_loss_plot(history: LossHistory, path: Path) -> None:
+    """Training loss (a line) and validation loss (points joined) against the step, as a PNG (matplotlib, which
+    ultralytics brings, on its Agg canvas: no display needed)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5), dpi=100, layout="tight")
+    axes = figure.subplots()
+    if history.train:
+        steps = sorted(history.train)
+        axes.plot(steps, [history.train[s] for s in steps], ".-", label="training loss", color="tab:blue")
+    if history.validation:
+        steps = sorted(history.validation)
+        axes.plot(steps, [history.validation[s] for s in steps], "o-", label="validation loss", color="tab:orange")
+    job = history.job
+    axes.set_title(f"{job.job_id}: {job.base_model} -> {job.result_model_name} ({_state(job.state)})")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.savefig(path, format="png")
+
+
+def _plot(stub: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    history = loss_history(stub, args.job_id, args.follow, args.timeout)
+    if not history.train and not history.validation:
+        err.write(
+            f"error: job {args.job_id} has no losses yet ({_state(history.job.state)}); --follow waits for them\n"
+        )
+        return 1
+    try:
+        draw_loss_plot(history, Path(args.output).expanduser())
+    except OSError as exc:
+        err.write(f"error: cannot write {args.output}: {exc.strerror or exc}\n")
+        return 1
+    last = max(history.train, default=0)
+    out.write(
+        f"{args.output}: {len(history.train)} training and {len(history.validation)} validation points, "
+        f"steps 1-{last}, job {_state(history.job.state)}\n"
+    )
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> pb.Hyperparameters:
     return pb.Hyperparameters(**{name: value for name, _ in _SETTINGS if (value := getattr(args, name)) is not None})
 
@@ -151,6 +231,8 @@ def _run(stub: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0 if watch_job(stub, job.job_id, err) == pb.FINE_TUNE_JOB_STATE_SUCCEEDED else 1
     if args.action == "watch":
         return 0 if watch_job(stub, args.job_id, err) == pb.FINE_TUNE_JOB_STATE_SUCCEEDED else 1
+    if args.action == "plot":
+        return _plot(stub, args, out, err)
     if args.action == "get":
         job = stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=args.job_id), timeout=timeout).job
         out.write(_describe(job) + "\n")
@@ -192,6 +274,11 @@ def add_parsers(actions: Any) -> None:
         parser = actions.add_parser(action, help=text)
         parser.add_argument("job_id")
         common(parser)
+    plot = actions.add_parser("plot", help="draw a job's training and validation loss per step as a PNG")
+    plot.add_argument("job_id")
+    plot.add_argument("-o", "--output", required=True, metavar="LOSS.png", help="the PNG to write")
+    plot.add_argument("--follow", action="store_true", help="wait for a running job to end, then draw all of it")
+    common(plot)
     listing = actions.add_parser("list", help="list jobs, newest first")
     listing.add_argument("--limit", type=int, default=20)
     common(listing)

@@ -1,0 +1,1 @@
+"""The `aisemble` sub-commands, one module per area; entrypoints/cli.py assembles them into one parser."""
