@@ -3,6 +3,7 @@ StreamEmbed, a reader that stops reading, and StreamRun, all through the gateway
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ from aisemble.ensemble.v1 import ensemble_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2 as pb
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from tests.e2e.conftest import call_metadata
+from tests.e2e.test_cli import _cli, _json_lines
 from tests.e2e.traffic import read_processes, rss_kb
 
 MODEL = "minilm-l6"
@@ -102,3 +104,30 @@ def test_stream_run_through_the_gateway_sends_each_member_then_the_combined_resu
     combined = messages[2].combined
     assert [r.labels[0].label for r in combined.classification.results] == ["medicine", "law"]
     assert combined.strategy == epb.STRATEGY_PROBABILITY_AVERAGE
+
+
+def test_the_cli_streams_a_jsonl_file_through_stream_embed(mesh, tmp_path):
+    """`aisemble embed --stream FILE.jsonl`: one JSON line per text, in order, ids kept, a bad line's error in its
+    place, a progress bar on stderr; the exit status says that a text failed."""
+    folder = mesh[2]
+    texts = _texts(300)
+    lines = [json.dumps({"id": f"doc-{i}", "text": text}) for i, text in enumerate(texts)]
+    lines.insert(150, json.dumps({"id": "blank", "text": "   "}))
+    lines.append(json.dumps("a plain JSON string is a text too"))
+    source = tmp_path / "texts.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    ran = _cli(folder, "embed", "--model", MODEL, "--stream", str(source), "--batch", "32", ok=False)
+    assert ran.returncode == 1  # one text failed
+    out = _json_lines(ran.stdout)
+    assert [o["id"] for o in out] == [f"doc-{i}" for i in range(150)] + ["blank"] + [
+        f"doc-{i}" for i in range(150, 300)
+    ] + ["302"]
+    assert out[150]["error"]["reason"] == "TEXT_EMPTY" and out[150]["error"]["code"] == "INVALID_ARGUMENT"
+    assert all(len(o["embedding"]) == 384 for o in out if o["id"] != "blank")
+    assert "302/302" in ran.stderr and "302 texts embedded (1 failed)" in ran.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\nnot json\n')
+    refused = _cli(folder, "embed", "--stream", str(bad), ok=False)
+    assert (
+        refused.returncode == 1 and "bad.jsonl:2: not JSON" in refused.stderr and len(_json_lines(refused.stdout)) == 1
+    )
