@@ -78,7 +78,7 @@ class Page:
     def goto(self, url: str) -> None:
         """Navigate and wait until the document has loaded."""
         self.send("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete'")
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
 
     def set_files(self, selector: str, *paths: Path) -> None:
         """Choose files in an <input type=file> (fires its change event)."""

@@ -163,7 +163,7 @@ class ConsoleRoutes:
     async def job_events(self, request: Request) -> Response:
         """GET /console/api/jobs/{job_id}/events: WatchFineTuneJob as server-sent events, history first, until
         the job ends (then `data: [DONE]`); an unknown job is a 404 before the stream starts."""
-        request.state.param_names = {"job_id": "job_id"}
+        request.state.param_names = {}
         options = self._options(request)
         call = self.gateway.finetune.WatchFineTuneJob(
             fpb.WatchFineTuneJobRequest(job_id=request.path_params["job_id"]),
@@ -182,7 +182,7 @@ class ConsoleRoutes:
             body = DetectBody.model_validate_json(await request.body())
         except ValidationError as exc:
             raise from_validation(exc) from None
-        request.state.param_names = {"image": "image", "model": "model", "score_threshold": "score_threshold"}
+        request.state.param_names = {"image.data": "image"}  # the body's `image` is the gateway's image.data
         options = self._options(request)
         detect = vpb.DetectRequest(model=body.model, image=common_pb2.Image(data=body.image))
         if body.score_threshold is not None:

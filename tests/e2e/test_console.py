@@ -180,7 +180,7 @@ def test_the_page_refuses_an_inline_script(page):
 
 def test_a_playground_chat_streams_its_answer_in_pieces(console, page):
     _show(page, "playground")
-    page.wait_for("document.querySelector('#chat-model option[value=\"smollm2-135m-onnx\"]')")
+    page.wait_for("!!document.querySelector('#chat-model option[value=\"smollm2-135m-onnx\"]')")
     page.evaluate(
         "(() => { const out = document.getElementById('chat-output'); window.growth = [];"
         " new MutationObserver(() => window.growth.push(out.textContent.length))"
@@ -209,7 +209,7 @@ def test_an_uploaded_bus_shows_its_detections_drawn(console, page, tmp_path):
     )
     assert direct.detections
     _show(page, "playground")
-    page.wait_for(f"document.querySelector('#detect-model option[value={json.dumps(DETECTOR)}]')")
+    page.wait_for(f"!!document.querySelector('#detect-model option[value={json.dumps(DETECTOR)}]')")
     page.evaluate(f"document.getElementById('detect-model').value = {json.dumps(DETECTOR)}")
     page.set_files("#detect-file", picture)
     boxes = int(page.wait_for("document.getElementById('detect-canvas').dataset.boxes", seconds=120))
@@ -227,17 +227,16 @@ def test_an_uploaded_bus_shows_its_detections_drawn(console, page, tmp_path):
 
 
 def test_the_routing_page_shows_auto_decisions_with_their_reasons(console, page):
+    body = {"model": "auto", "messages": [{"role": "user", "content": MEDICAL}], "max_tokens": 2, "stream": True}
     with console.http() as client:
-        reply = client.post(
-            "/v1/chat/completions",
-            json={"model": "auto", "messages": [{"role": "user", "content": MEDICAL}], "max_tokens": 2},
-        )
-    assert reply.status_code == 200, reply.text
+        reply = client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200 and reply.text.endswith("data: [DONE]\n\n"), reply.text
     _show(page, "routing")
-    model = reply.json()["model"]
+    model = reply.headers["x-aisemble-model"]
     found = page.wait_for(
         "Array.from(document.querySelectorAll('#routing-body tr'), r => r.textContent)"
-        f".find(t => t.includes('Chat · text-generation') && t.includes('medical') && t.includes({json.dumps(model)}))"
+        ".find(t => t.includes('StreamChat · text-generation') && t.includes('medical')"
+        f" && t.includes({json.dumps(model)}))"
     )
     assert "scored" in found
     page.screenshot(console.shots / "console-routing.png")
@@ -266,13 +265,16 @@ def test_a_fine_tuning_job_shows_its_loss_curve_as_it_trains(console, page):
     try:
         _show(page, "jobs")
         selector = json.dumps(f"[data-job='{job_id}'] button")
-        page.wait_for(f"document.querySelector({selector})", seconds=30)
+        page.wait_for(f"!!document.querySelector({selector})", seconds=30)
         page.evaluate(f"document.querySelector({selector}).click()")
         events = [r.event for r in jobs.WatchFineTuneJob(fpb.WatchFineTuneJobRequest(job_id=job_id), timeout=600)]
         train = [e for e in events if e.HasField("progress") and e.progress.HasField("train_loss")]
         evaluations = [e for e in events if e.HasField("evaluation")]
         assert train and evaluations
         page.wait_for("document.getElementById('loss-caption').textContent.includes('(succeeded)')", seconds=60)
+        page.wait_for(
+            f"document.querySelector({json.dumps(f'[data-job={job_id!r}]')}).textContent.includes('succeeded')"
+        )
         drawn = page.evaluate(
             "['train', 'validation'].map(c => document.querySelectorAll('#loss-chart circle.' + c).length)"
         )

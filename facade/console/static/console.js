@@ -171,7 +171,10 @@ async function follow(jobId) {
     await readEvents(response, (event) => {
       if (event.kind === "progress" && event.train_loss !== null) job.train.push([event.step, event.train_loss]);
       if (event.kind === "evaluation") job.validation.push([event.step, event.validation_loss]);
-      if (event.kind === "state_change") job.state = event.state;
+      if (event.kind === "state_change") {
+        job.state = event.state;
+        refreshJobs().catch((error) => notice("jobs: " + error.message));
+      }
       drawLoss(job);
     });
   } catch (error) {
@@ -222,6 +225,7 @@ async function sendChat(event) {
         model: $("chat-model").value,
         messages: [{ role: "user", content: $("chat-prompt").value }],
         max_tokens: Number($("chat-max").value),
+        temperature: Number($("chat-temperature").value),
         stream: true,
         stream_options: { include_usage: true },
       }),
@@ -334,7 +338,12 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll(".tab")) {
     button.addEventListener("click", () => { location.hash = button.dataset.tab; });
   }
-  window.addEventListener("hashchange", () => show(currentTab()));
+  window.addEventListener("hashchange", () => {
+    const tab = currentTab();
+    show(tab);
+    const load = loaders[tab === "playground" ? "models" : tab];
+    if (load) load().catch((error) => notice(tab + ": " + error.message));
+  });
   show(currentTab());
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
