@@ -1,5 +1,5 @@
-"""The web console's shipped files: no markup built from strings, no inline or remote script, a strict policy;
-and the console's JSON views over replicas (figures added up, decisions merged newest first)."""
+"""The web console's shipped files (no markup built from strings, no inline or remote script, a strict policy),
+its JSON views over replicas (figures added up, decisions merged newest first), and ListRoutingDecisions' filters."""
 
 from __future__ import annotations
 
@@ -65,3 +65,28 @@ def test_the_routing_log_is_bounded_and_merged_newest_first():
     older.selection.model, newer.selection.model = "old", "new"
     rows = decision_rows([[older], [newer]], limit=5)
     assert [r["selection"]["model"] for r in rows] == ["new", "old"]
+
+
+async def test_list_routing_decisions_shows_a_key_only_the_decisions_for_its_models():
+    from types import SimpleNamespace
+
+    from aisemble.rpc.auth import Principal, current_principal
+    from aisemble.security.keys import ApiKey
+    from gateway.registry_servicer import GatewayRegistryServicer
+
+    log = RoutingLog()
+    for model, task in (("chat-a", "text-generation"), ("chat-b", "text-generation"), ("det", "object-detection")):
+        selection = common_pb2.ModelSelection(model=model, automatic=True, reason=f"chose {model}")
+        log.record("/x/Call", selection, Decision(model, "r", "why", ()), Features(task=task))
+    gateway = SimpleNamespace(registry=None, resolver=SimpleNamespace(decisions=log))
+    servicer = GatewayRegistryServicer(gateway)  # type: ignore[arg-type]
+    token = current_principal.set(Principal(ApiKey("k1", "user", "digest", models=("chat-a", "det"))))
+    try:
+        seen = await servicer.ListRoutingDecisions(rpb.ListRoutingDecisionsRequest(), None)
+        assert [d.selection.model for d in seen.decisions] == ["det", "chat-a"]
+        generation = rpb.ListRoutingDecisionsRequest(task=common_pb2.TASK_TEXT_GENERATION, max_decisions=5)
+        assert [d.selection.model for d in (await servicer.ListRoutingDecisions(generation, None)).decisions] == [
+            "chat-a"
+        ]
+    finally:
+        current_principal.reset(token)
