@@ -4,6 +4,7 @@ the JSON and event-stream endpoints the page reads, each a gateway call with the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from facade.openai.upstream import CallOptions, GatewayClient
 __all__ = ["CONTENT_SECURITY_POLICY", "DetectBody", "console_routes"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Scripts, styles and fetches from this origin only: no inline script, no remote anything; images may be the
 #: page's own blobs (an uploaded picture drawn on a canvas).
@@ -101,6 +103,9 @@ class ConsoleRoutes:
         answered = [answer for answer in answers if not isinstance(answer, BaseException)]
         if not answered:
             raise answers[0]  # type: ignore[misc]
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                log.warning("a gateway replica did not answer the console (request %s): %s", options.request_id, answer)
         return answered  # type: ignore[return-value]
 
     async def page(self, request: Request) -> Response:
