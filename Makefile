@@ -10,6 +10,8 @@ BUF := node_modules/.bin/buf
 PROTOS := $(shell find proto -name '*.proto' | sort)
 PROTOC := $(PY) -m grpc_tools.protoc -Iproto
 PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -71,13 +73,18 @@ format: install
 models: $(STAMP)
 	$(VENV)/bin/aisemble models prepare
 
+## chromium: Debian's chromium for the web console's browser test (tests/e2e/test_console.py), only when missing
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 ## test: set up what is missing, check contracts and code, run the whole suite
-test: install gen-check lint models
+test: install gen-check lint models $(CHROMIUM)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## soak: the long run (minutes; not in `make test`): 64 streams + Embed + Detect for AISEMBLE_SOAK_SECONDS (600)
 ## with a service killed midway, and a larger fuzz (AISEMBLE_FUZZ_EXAMPLES)
-soak: install models
+soak: install models $(CHROMIUM)
 	AISEMBLE_SOAK=1 AISEMBLE_FUZZ_EXAMPLES=$${AISEMBLE_FUZZ_EXAMPLES:-200} $(VENV)/bin/pytest tests/e2e -s $(PYTEST_ARGS)
 
 ## bench: the benchmarks (our path vs the bare model, side by side)

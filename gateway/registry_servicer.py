@@ -11,11 +11,36 @@ from aisemble.errors import InvalidArgumentError
 from aisemble.registry.v1 import registry_service_pb2 as pb
 from aisemble.resolution import AUTO
 from aisemble.rpc.auth import current_principal
-from aisemble.rpc.registry_messages import TASK_FROM_PROTO, model_to_proto
+from aisemble.rpc.registry_messages import TASK_FROM_PROTO, TASK_TO_PROTO, model_to_proto
 from aisemble.rpc.registry_servicer import RegistryServicer
+from gateway.decisions import RoutingDecision
 from gateway.proxy import Gateway
+from gateway.selector import Decision
 
 __all__ = ["GatewayRegistryServicer"]
+
+
+def _candidates(decision: Decision) -> list[pb.Candidate]:
+    """The verdicts a caller sees (not the task filter's: every other model 'serves' another task)."""
+    return [
+        pb.Candidate(model=c.model, eligible=c.eligible, score=c.score, reason=c.reason)
+        for c in decision.candidates
+        if not c.reason.startswith("serves ")
+    ]
+
+
+def _decision_to_proto(kept: RoutingDecision) -> pb.RoutingDecision:
+    message = pb.RoutingDecision(
+        method=kept.method,
+        task=TASK_TO_PROTO[kept.task],
+        selection=kept.selection,
+        detected_domain=kept.domain,
+        domain_source=kept.domain_source,
+        detected_language=kept.language,
+        candidates=_candidates(kept.decision),
+    )
+    message.time.FromNanoseconds(int(kept.time * 1e9))
+    return message
 
 
 class GatewayRegistryServicer(RegistryServicer):
@@ -51,11 +76,24 @@ class GatewayRegistryServicer(RegistryServicer):
             selection=common_pb2.ModelSelection(
                 model=spec.name, model_version=spec.version, automatic=True, reason=decision.reason, rule=decision.rule
             ),
-            candidates=[
-                pb.Candidate(model=c.model, eligible=c.eligible, score=c.score, reason=c.reason)
-                for c in decision.candidates
-                if not c.reason.startswith("serves ")
-            ],
+            candidates=_candidates(decision),
             detected_domain=features.domain,
             detected_language=features.language,
         )
+
+    async def ListRoutingDecisions(
+        self, request: pb.ListRoutingDecisionsRequest, context: aio.ServicerContext
+    ) -> pb.ListRoutingDecisionsResponse:
+        if request.max_decisions < 0:
+            raise InvalidArgumentError.for_field("max_decisions", "must be >= 0 (0: every decision kept)")
+        if request.task != common_pb2.TASK_UNSPECIFIED and request.task not in TASK_FROM_PROTO:
+            raise InvalidArgumentError.for_field("task", f"{request.task} is not a task")
+        task = TASK_FROM_PROTO.get(request.task)
+        principal = current_principal.get()
+        log = self.gateway.resolver.decisions
+        kept = [
+            d for d in log.recent() if principal.allows_model(d.selection.model) and (task is None or d.task == task)
+        ]
+        if request.max_decisions:
+            kept = kept[: request.max_decisions]
+        return pb.ListRoutingDecisionsResponse(decisions=[_decision_to_proto(d) for d in kept], capacity=log.capacity)

@@ -12,6 +12,7 @@ from aisemble.errors import InvalidArgumentError
 from aisemble.nlp.v1 import nlp_service_pb2
 from aisemble.resolution import AUTO, Rpc, check_task
 from aisemble.rpc.auth import current_principal
+from gateway.decisions import RoutingLog
 from gateway.registry_view import RegistryView
 from gateway.router import Router
 from gateway.routes import Route
@@ -61,6 +62,7 @@ class ModelResolver:
         self.rules = rules
         self.stats = stats
         self.max_text_chars = max_text_chars
+        self.decisions = RoutingLog()  # the last `auto` resolutions of served calls (ListRoutingDecisions)
 
     def candidates(self, task: str) -> list[Candidate]:
         """Registered models of the task that the caller's key allows, with their health and observed latency."""
@@ -157,11 +159,12 @@ class ModelResolver:
             task = route.task_for(rpc, request)
             text = route.text(request) if route.text else ""
             output_tokens = route.output_tokens(request) if route.output_tokens else None
-            decision, _features = await self.decide(task, text, output_tokens)
+            decision, features = await self.decide(task, text, output_tokens)
             spec = self.registry.get(decision.model)
             selection = common_pb2.ModelSelection(
                 model=spec.name, model_version=spec.version, automatic=True, reason=decision.reason, rule=decision.rule
             )
+            self.decisions.record(rpc, selection, decision, features)
             return Resolution(spec, selection, decision)
         spec = self.registry.get(name)  # MODEL_NOT_FOUND
         check_task(spec, rpc)  # MODEL_WRONG_TASK, the same check every service makes

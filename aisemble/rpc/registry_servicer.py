@@ -197,3 +197,12 @@ class RegistryServicer(registry_service_pb2_grpc.ModelRegistryServiceServicer):
             "the registry service stores models; selection (ResolveModel) is the gateway's: call it there",
             reason="ASK_THE_GATEWAY",
         )
+
+    async def ListRoutingDecisions(
+        self, request: pb.ListRoutingDecisionsRequest, context: aio.ServicerContext
+    ) -> pb.ListRoutingDecisionsResponse:
+        raise UnimplementedError(
+            "the registry service makes no selection; the gateways record their `auto` decisions "
+            "(ListRoutingDecisions): call it there",
+            reason="ASK_THE_GATEWAY",
+        )

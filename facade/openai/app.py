@@ -237,7 +237,11 @@ def build_app(
 ) -> Starlette:
     """The OpenAI-compatible app in front of the gateway at `gateway_target` (a gRPC target, `ipv4:a,b` for
     replicas), reached as `peer` without a key of its own: each call carries its caller's. Request bodies over
-    max_message_bytes are refused (413); every gateway call has a timeout_s deadline."""
+    max_message_bytes are refused (413); every gateway call has a timeout_s deadline. The web console (/console)
+    is served beside the API, over the same gateway client, keys, limits and error mapping."""
+    # The console builds on this package's plumbing: imported here so that either package may be imported first.
+    from facade.console.routes import console_routes
+
     gateway = GatewayClient(gateway_target, peer, max_message_bytes, timeout_s)
     routes = OpenAIRoutes(gateway)
 
@@ -258,6 +262,7 @@ def build_app(
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),
             Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
+            *console_routes(gateway),
         ],
         middleware=[Middleware(BodyLimit, max_bytes=max_message_bytes)],
         exception_handlers={

@@ -77,8 +77,11 @@ def error_response(error: OpenAIError) -> JSONResponse:
 
 
 def _renamed(field: str, param_names: Mapping[str, str]) -> str:
-    """A request field of the gateway's (`max_output_tokens`, `texts[2]`) as the caller named it."""
+    """A request field of the gateway's (`max_output_tokens`, `texts[2]`, `image.data`) as the caller named it:
+    the whole dotted path when param_names has it, else its first part."""
     head, bracket, rest = field.partition("[")
+    if head in param_names:
+        return param_names[head] + bracket + rest
     top, dot, tail = head.partition(".")
     return param_names.get(top, top) + dot + tail + bracket + rest
 

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from facade.openai.errors import OpenAIError, from_status
-from facade.openai.translation import StreamChunks
 
-__all__ = ["ClientGone", "EventStream", "unless_disconnected"]
+__all__ = ["ClientGone", "EventChunks", "EventStream", "unless_disconnected"]
 
 T = TypeVar("T")
 _DONE = b"data: [DONE]\n\n"
+
+
+class EventChunks(Protocol):
+    """What an EventStream sends for each gateway message: the events' data (translation.StreamChunks for
+    completions; the console's job events)."""
+
+    def of(self, reply: Any) -> Iterable[Mapping[str, Any]]: ...
 
 
 class ClientGone(Exception):
@@ -70,7 +76,7 @@ class EventStream(Response):
         self,
         call: grpc.aio.UnaryStreamCall,
         first: Any,
-        chunks: StreamChunks,
+        chunks: EventChunks,
         headers: Mapping[str, str],
         param_names: Mapping[str, str],
     ) -> None:

@@ -9,6 +9,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from starlette.datastructures import Headers
 
+from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.registry.v1 import registry_service_pb2_grpc
@@ -21,9 +22,10 @@ from aisemble.rpc.client import (
     open_channel,
 )
 from aisemble.security.keys import key_id_of
+from aisemble.vision.v1 import vision_service_pb2_grpc
 from facade.openai.errors import OpenAIError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "CallOptions", "GatewayClient", "call_options"]
+__all__ = ["DEFAULT_TIMEOUT_S", "CallOptions", "GatewayClient", "call_options", "replica_targets"]
 
 #: The deadline of every call to the gateway (OpenAI's `timeout` is the client's own and never sent).
 DEFAULT_TIMEOUT_S = 600.0
@@ -60,9 +62,19 @@ def call_options(headers: Headers, timeout_s: float) -> CallOptions:
     return CallOptions(tuple(metadata), timeout_s, request_id)
 
 
+def replica_targets(target: str) -> list[str]:
+    """One target per gateway replica: `ipv4:a,b` is [a, b]; any other target is one (a `dns:///` name's
+    addresses are balanced by gRPC and not listed here)."""
+    if target.startswith("ipv4:"):
+        return [address for address in target.removeprefix("ipv4:").split(",") if address]
+    return [target]
+
+
 class GatewayClient:
-    """The stubs of the gateway's LLM, NLP, registry and health services, on one channel balancing over its
-    replicas (round_robin, as the gateway's own upstreams). open() inside the serving event loop."""
+    """The stubs of the gateway's LLM, NLP, vision, fine-tuning, registry and health services, on one channel
+    balancing over its replicas (round_robin, as the gateway's own upstreams), and a registry stub per replica
+    for what each replica keeps of its own (its figures, its routing decisions). open() inside the serving
+    event loop."""
 
     def __init__(
         self,
@@ -76,20 +88,37 @@ class GatewayClient:
         self.max_message_bytes = max_message_bytes
         self.timeout_s = timeout_s
         self._channel: aio.Channel | None = None
+        self._replica_channels: list[aio.Channel] = []
 
     def open(self) -> None:
         """Open the channel and the stubs."""
         self._channel = open_channel(self.target, self.max_message_bytes, balanced=True, peer=self.peer)
         self.llm = llm_service_pb2_grpc.LlmServiceStub(self._channel)
         self.nlp = nlp_service_pb2_grpc.NlpServiceStub(self._channel)
+        self.vision = vision_service_pb2_grpc.VisionServiceStub(self._channel)
+        self.finetune = finetune_service_pb2_grpc.FineTuneServiceStub(self._channel)
         self.registry = registry_service_pb2_grpc.ModelRegistryServiceStub(self._channel)
         self.health = health_pb2_grpc.HealthStub(self._channel)
+        replicas = replica_targets(self.target)
+        if len(replicas) > 1:
+            self._replica_channels = [
+                open_channel(replica, self.max_message_bytes, peer=self.peer) for replica in replicas
+            ]
+        channels = self._replica_channels or [self._channel]
+        self.replica_registries = [registry_service_pb2_grpc.ModelRegistryServiceStub(c) for c in channels]
+
+    @property
+    def replicas(self) -> int:
+        """How many gateway replicas the target lists."""
+        return len(replica_targets(self.target))
 
     async def close(self) -> None:
-        """Close the channel (calls in flight are cancelled)."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close()
+        """Close the channels (calls in flight are cancelled)."""
+        channels, self._replica_channels = [self._channel, *self._replica_channels], []
+        self._channel = None
+        for channel in channels:
+            if channel is not None:
+                await channel.close()
 
     def options(self, headers: Headers) -> CallOptions:
         """The call options of one HTTP request."""

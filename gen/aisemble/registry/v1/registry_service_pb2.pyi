@@ -239,3 +239,39 @@ class ResolveModelResponse(_message.Message):
     detected_domain: str
     detected_language: str
     def __init__(self, selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., detected_domain: _Optional[str] = ..., detected_language: _Optional[str] = ...) -> None: ...
+
+class ListRoutingDecisionsRequest(_message.Message):
+    __slots__ = ("max_decisions", "task")
+    MAX_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    max_decisions: int
+    task: _common_pb2.Task
+    def __init__(self, max_decisions: _Optional[int] = ..., task: _Optional[_Union[_common_pb2.Task, str]] = ...) -> None: ...
+
+class RoutingDecision(_message.Message):
+    __slots__ = ("time", "method", "task", "selection", "detected_domain", "domain_source", "detected_language", "candidates")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    method: str
+    task: _common_pb2.Task
+    selection: _common_pb2.ModelSelection
+    detected_domain: str
+    domain_source: str
+    detected_language: str
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., method: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.Task, str]] = ..., selection: _Optional[_Union[_common_pb2.ModelSelection, _Mapping]] = ..., detected_domain: _Optional[str] = ..., domain_source: _Optional[str] = ..., detected_language: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class ListRoutingDecisionsResponse(_message.Message):
+    __slots__ = ("decisions", "capacity")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[RoutingDecision]
+    capacity: int
+    def __init__(self, decisions: _Optional[_Iterable[_Union[RoutingDecision, _Mapping]]] = ..., capacity: _Optional[int] = ...) -> None: ...

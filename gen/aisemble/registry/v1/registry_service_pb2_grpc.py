@@ -66,6 +66,11 @@ class ModelRegistryServiceStub:
                 request_serializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.SerializeToString,
                 response_deserializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.FromString,
                 _registered_method=True)
+        self.ListRoutingDecisions = channel.unary_unary(
+                '/aisemble.registry.v1.ModelRegistryService/ListRoutingDecisions',
+                request_serializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsRequest.SerializeToString,
+                response_deserializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class ModelRegistryServiceServicer:
@@ -117,6 +122,17 @@ class ModelRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoutingDecisions(self, request, context):
+        """Lists the most recent `auto` resolutions of calls served by the gateway
+        that answers, newest first, with the reason of each. A gateway keeps a
+        bounded number of them in memory (lost when it restarts); each replica
+        keeps its own. The registry service makes no selection: UNIMPLEMENTED
+        there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +165,11 @@ def add_ModelRegistryServiceServicer_to_server(servicer, server):
                     servicer.ResolveModel,
                     request_deserializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.FromString,
                     response_serializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.SerializeToString,
+            ),
+            'ListRoutingDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingDecisions,
+                    request_deserializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsRequest.FromString,
+                    response_serializer=aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +336,33 @@ class ModelRegistryService:
             '/aisemble.registry.v1.ModelRegistryService/ResolveModel',
             aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelRequest.SerializeToString,
             aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ResolveModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aisemble.registry.v1.ModelRegistryService/ListRoutingDecisions',
+            aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsRequest.SerializeToString,
+            aisemble_dot_registry_dot_v1_dot_registry__service__pb2.ListRoutingDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
