@@ -37,6 +37,9 @@ __all__ = ["ClassifierTrainer", "EncoderClassifier", "is_cjk"]
 
 #: Dimensions of the token-bag expert's embeddings.
 BAG_DIMENSIONS = 64
+#: Hash buckets of the token-bag expert's adjacent-token pairs (character bigrams for CJK text).
+PAIR_BUCKETS = 1 << 15
+_PAIR_MULTIPLIER = 1_000_003
 #: The unfrozen encoder layers learn this much slower than the head.
 ENCODER_LR_FACTOR = 0.01
 #: Cache the frozen layers' outputs when they take at most this many bytes.
@@ -324,6 +327,7 @@ class EncoderClassifier(torch.nn.Module):
         self.bag: Any = None
         if cjk_mask is not None:
             self.bag = torch.nn.Embedding(int(cjk_mask.shape[0]), BAG_DIMENSIONS)
+            self.pairs = torch.nn.Embedding(PAIR_BUCKETS, BAG_DIMENSIONS)
             self.bag_head = torch.nn.Linear(BAG_DIMENSIONS, labels)
             self.register_buffer("cjk", cjk_mask)
 
@@ -371,7 +375,12 @@ class EncoderClassifier(torch.nn.Module):
             return logits
         weights = mask.unsqueeze(-1).to(pooled.dtype)
         tokens = weights.sum(1).clamp(min=1.0)
-        bag = self.bag_head((self.bag(ids) * weights).sum(1) / tokens)
+        # Adjacent token pairs, hashed into buckets inside the graph: a kanji compound (患者, 契約) is one
+        # feature however the vocabulary splits it, and the served ONNX graph computes it as training did.
+        pair_ids = torch.remainder(ids[:, :-1] * _PAIR_MULTIPLIER + ids[:, 1:], PAIR_BUCKETS)
+        pair_weights = weights[:, :-1] * weights[:, 1:]
+        pairs = (self.pairs(pair_ids) * pair_weights).sum(1) / pair_weights.sum(1).clamp(min=1.0)
+        bag = self.bag_head((self.bag(ids) * weights).sum(1) / tokens + pairs)
         gate = ((self.cjk[ids] * mask.to(pooled.dtype)).sum(1, keepdim=True) / tokens * 2.0).clamp(max=1.0)
         return (1.0 - gate) * logits + gate * bag
 
