@@ -105,12 +105,12 @@ class StoreBuilder(ModelStore):
     def prepare(
         self, artifacts: Sequence[str] | None = None, force: bool = False, progress: bool = True
     ) -> list[PrepareResult]:
-        """Build the artifacts that are missing, damaged or stale (all registered ones but the opt-in ones when None).
+        """Build the artifacts that are missing, damaged or stale (all registered ones when None).
 
         Returns one result per artifact (those listed in `requires` come first). A failing recipe does not
         stop the others: its result has action FAILED and the old artifact, if any, stays in place.
         """
-        requested = self._known_artifacts() if artifacts is None else list(dict.fromkeys(artifacts))
+        requested = list(self.recipes) if artifacts is None else list(dict.fromkeys(artifacts))
         order = self._build_order(requested)
         self.root.mkdir(parents=True, exist_ok=True)
         results: dict[str, PrepareResult] = {}
@@ -210,8 +210,7 @@ class StoreBuilder(ModelStore):
         # --- what the recipes add to the read-only store ---
 
     def _known_artifacts(self) -> list[str]:
-        # An opt-in artifact is listed (by the root scan) once it is built.
-        return [name for name, recipe in self.recipes.items() if not recipe.opt_in]
+        return list(self.recipes)
 
     def _recipe_version(self, artifact: str) -> int | None:
         recipe = self.recipes.get(artifact)
@@ -290,7 +289,12 @@ class StoreBuilder(ModelStore):
                 logger.info("%s: up to date (%s)", name, human_size(manifest.size_bytes))
                 detail = _summary(recipe, manifest)
                 return PrepareResult(
-                    name, PrepareAction.UP_TO_DATE, detail, time.monotonic() - start, self.path(name), manifest.size_bytes
+                    name,
+                    PrepareAction.UP_TO_DATE,
+                    detail,
+                    time.monotonic() - start,
+                    self.path(name),
+                    manifest.size_bytes,
                 )
         action = PrepareAction.REBUILT if existed else PrepareAction.BUILT
         logger.info("%s: building (%s)", name, reason)

@@ -68,8 +68,6 @@ class Recipe:
     """files outside any package that the build reads (a shipped dataset): a change to one rebuilds the artifact."""
     summary: Callable[[Mapping[str, Any]], str] | None = None
     """one line about a built artifact from its manifest's `info` (prepare reports it), e.g. its accuracy."""
-    opt_in: bool = False
-    """built only when named (`aisemble models prepare NAME`): prepare with no names and status skip it."""
     description: str = ""
 
     @property

@@ -219,3 +219,40 @@ DOMAIN_CLASSIFIER_RECIPE = Recipe(
     summary=held_out_summary,
     description="the learned router: MiniLM-L6 fine-tuned on data/domain_classification.jsonl (6 domains, en + ja)",
 )
+
+
+def _build_code_adapter(ctx: BuildContext) -> dict[str, Any]:
+    job = _Job(
+        CODE_ADAPTER,
+        Task.CAUSAL_LM,
+        "smollm2-135m-instruct",
+        CODE_DATASET,
+        validation_split=0.0,
+        hyperparameters=_CODE_SETTINGS,
+    )
+    info = _train(ctx, job)
+    if "adapter_model.safetensors" not in {p.name for p in ctx.out_dir.iterdir()}:
+        raise RecipeError(f"{CODE_ADAPTER}: the trainer wrote no adapter")
+    return info
+
+
+def _code_summary(info: Mapping[str, Any]) -> str:
+    recipe = info.get("recipe") or {}
+    loss = (info.get("metrics") or {}).get("train_loss")
+    trained = f"LoRA on {recipe.get('training_examples', '?')} code prompt/answer pairs"
+    return trained + (f", final train loss {loss:.3f}" if isinstance(loss, int | float) else "")
+
+
+#: A few epochs at the LoRA test's learning rate: the adapter learns our answers' style, not new facts.
+_CODE_SETTINGS = {"learning_rate": 2e-3, "epochs": 3, "batch_size": 4, "max_length": 128}
+
+CODE_ADAPTER_RECIPE = Recipe(
+    name=CODE_ADAPTER,
+    version=1,
+    build=_build_code_adapter,
+    tools=("torch", "transformers", "peft", "tokenizers"),
+    requires=("smollm2-135m-instruct",),
+    inputs=(CODE_DATASET,),
+    summary=_code_summary,
+    description="SmolLM2-135M-Instruct + a LoRA adapter trained on data/code_assistant.jsonl (the `code` domain)",
+)
