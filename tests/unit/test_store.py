@@ -374,6 +374,9 @@ def test_default_recipes_are_registered_without_heavy_imports() -> None:
         "doc-orientation",
         "nudenet-320n",
         "smollm2-135m-instruct-onnx",
+        # The `aisemble.recipes` entry points (services/finetune/recipes.py), after the built-in ones.
+        "domain-classifier",
+        "smollm2-135m-code",
     ]
 
 

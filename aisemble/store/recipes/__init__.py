@@ -1,6 +1,4 @@
-"""The default recipe catalogue: how each artifact is built from an installed model package (cheap to import),
-and the recipes that other packages declare as `aisemble.recipes` entry points (the fine-tuning service's
-trained models: the library names no service)."""
+"""The default recipe catalogue: the built-in recipes, then those of `aisemble.recipes` entry points (cheap)."""
 
 from __future__ import annotations
 
@@ -30,7 +28,8 @@ __all__ = [
 
 logger = logging.getLogger("aisemble.store")
 
-#: The entry-point group of recipes declared outside the library: name = artifact, value = a Recipe object.
+#: The entry-point group of recipes declared outside the library (the fine-tuning service's trained models: the
+#: library names no service): name = the artifact, value = a Recipe object.
 ENTRY_POINT_GROUP = "aisemble.recipes"
 
 #: The registry: artifact name -> recipe. `aisemble models prepare` with no names builds all of these.
