@@ -83,6 +83,7 @@ def test_auto_takes_the_domain_from_the_learned_router(mesh, text, domain):
     channel = mesh[0]
     _wait_serving(channel, (DOMAIN_CLASSIFIER,))
     reply = _resolve(channel, text)
+    print(f"auto on {text!r}: {reply.selection.reason}")
     assert reply.detected_domain == domain, reply
     assert f"domain {domain} (learned router {DOMAIN_CLASSIFIER} " in reply.selection.reason, reply.selection.reason
 
@@ -91,11 +92,13 @@ def test_a_code_prompt_goes_to_the_code_adapter_and_a_general_one_does_not(mesh)
     channel = mesh[0]
     _wait_serving(channel, (DOMAIN_CLASSIFIER, CODE_ADAPTER, "smollm2-135m-onnx"))
     code = _resolve(channel, CODE_PROMPT)
+    print(f"auto on {CODE_PROMPT!r}: {code.selection.reason}")
     assert code.detected_domain == "code" and code.selection.model == CODE_ADAPTER, code.selection
     assert code.selection.rule == "domain:code"
     assert code.selection.reason.startswith(f"{CODE_ADAPTER} scored "), code.selection.reason
     assert "(domain code, " in code.selection.reason and f"learned router {DOMAIN_CLASSIFIER}" in code.selection.reason
     general = _resolve(channel, GENERAL_PROMPT)
+    print(f"auto on {GENERAL_PROMPT!r}: {general.selection.reason}")
     assert general.detected_domain == "general" and general.selection.model != CODE_ADAPTER, general.selection
 
     # The call itself is served by the adapter, and its answer is the adapter's own (it differs from the base's).
