@@ -211,7 +211,7 @@ def _build_domain_classifier(ctx: BuildContext) -> dict[str, Any]:
 
 DOMAIN_CLASSIFIER_RECIPE = Recipe(
     name=DOMAIN_CLASSIFIER,
-    version=1,
+    version=2,
     build=_build_domain_classifier,
     tools=("torch", "transformers", "tokenizers", "onnx", "onnxruntime-gpu"),
     requires=("minilm-l6",),
