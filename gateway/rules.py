@@ -48,7 +48,14 @@ class SelectionRules:
     default_output_tokens: int = 256
 
 
-_WEIGHTS = ("domain_match", "language_match", "language_mismatch", "cost_per_1k_output_tokens", "latency_p50_seconds")
+_WEIGHTS = (
+    "domain_match",
+    "domain_mismatch",
+    "language_match",
+    "language_mismatch",
+    "cost_per_1k_output_tokens",
+    "latency_p50_seconds",
+)
 
 
 def load_selection(path: Path | None = None) -> SelectionRules:

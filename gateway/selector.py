@@ -99,6 +99,10 @@ def _score(candidate: Candidate, features: Features, rules: SelectionRules) -> S
     if features.domain != "general" and features.domain in spec.domains:
         score += weights.get("domain_match", 2.0)
         notes.append(f"domain {features.domain}")
+    elif spec.domains and "general" not in spec.domains and features.domain not in spec.domains:
+        # A specialist (a code adapter) is no candidate for other prompts, however cheap or fast it looks.
+        score += weights.get("domain_mismatch", -2.0)
+        notes.append(f"specialised in {', '.join(spec.domains)}, not {features.domain}")
     if features.language and spec.languages:
         if features.language in spec.languages:
             score += weights.get("language_match", 1.0)

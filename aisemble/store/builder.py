@@ -52,10 +52,35 @@ class PrepareResult:
     artifact: str
     action: PrepareAction
     detail: str
-    """why it was (re)built, or the error when it failed."""
+    """why it was (re)built, or the error when it failed; then the recipe's summary of the artifact, if any."""
     seconds: float
     path: Path
     size_bytes: int = 0
+
+
+def _input_checksums(recipe: Recipe, missing_ok: bool = False) -> dict[str, str]:
+    """sha256 of each of a recipe's input files by file name ("" for a missing one when missing_ok, else
+    RecipeError)."""
+    checksums: dict[str, str] = {}
+    for path in recipe.inputs:
+        if path.is_file():
+            checksums[path.name] = sha256_file(path)
+        elif missing_ok:
+            checksums[path.name] = ""
+        else:
+            raise RecipeError(f"{path} is missing (recipe {recipe.name} reads it)")
+    return checksums
+
+
+def _summary(recipe: Recipe, manifest: Manifest) -> str:
+    """The recipe's one line about a built artifact ("" without a summary, or when it cannot say)."""
+    if recipe.summary is None:
+        return ""
+    try:
+        return recipe.summary(manifest.info)
+    except Exception as exc:  # noqa: BLE001 - a summary never fails a prepare
+        logger.debug("%s: no summary: %s", recipe.name, exc)
+        return ""
 
 
 def _distribution_version(distribution: str | None) -> str | None:
@@ -232,6 +257,10 @@ class StoreBuilder(ModelStore):
             current = dep_manifest.fingerprint() if dep_manifest else None
             if manifest.source.artifacts.get(dep) != current:
                 return f"{dep} changed"
+        current_inputs = _input_checksums(recipe, missing_ok=True).items()
+        changed = [name for name, digest in current_inputs if manifest.source.inputs.get(name) != digest]
+        if changed:
+            return f"{', '.join(changed)} changed"
         return None
 
     def _safe_manifest(self, artifact: str) -> Manifest | None:
@@ -258,8 +287,14 @@ class StoreBuilder(ModelStore):
                 reason = self._staleness(recipe, manifest)
             if reason is None and manifest is not None:
                 logger.info("%s: up to date (%s)", name, human_size(manifest.size_bytes))
+                detail = _summary(recipe, manifest)
                 return PrepareResult(
-                    name, PrepareAction.UP_TO_DATE, "", time.monotonic() - start, self.path(name), manifest.size_bytes
+                    name,
+                    PrepareAction.UP_TO_DATE,
+                    detail,
+                    time.monotonic() - start,
+                    self.path(name),
+                    manifest.size_bytes,
                 )
         action = PrepareAction.REBUILT if existed else PrepareAction.BUILT
         logger.info("%s: building (%s)", name, reason)
@@ -270,7 +305,8 @@ class StoreBuilder(ModelStore):
             return PrepareResult(name, PrepareAction.FAILED, str(exc), time.monotonic() - start, self.path(name))
         seconds = time.monotonic() - start
         logger.info("%s: %s in %.1f s (%s)", name, action, seconds, human_size(manifest.size_bytes))
-        return PrepareResult(name, action, reason or "", seconds, self.path(name), manifest.size_bytes)
+        detail = "; ".join(part for part in (reason or "", _summary(recipe, manifest)) if part)
+        return PrepareResult(name, action, detail, seconds, self.path(name), manifest.size_bytes)
 
     def _build(self, recipe: Recipe, progress: bool) -> Manifest:
         source_dir = package_dir(recipe.module, recipe.requirement) if recipe.module else None
@@ -290,6 +326,7 @@ class StoreBuilder(ModelStore):
                 raise RecipeError(f"required artifact '{dep}' is not prepared")
             deps[dep] = self.path(dep)
             fingerprints[dep] = dep_manifest.fingerprint()
+        inputs = _input_checksums(recipe)
 
         tmp = self.root / f"{TMP_PREFIX}{recipe.name}-{secrets.token_hex(4)}"
         tmp.mkdir()
@@ -308,6 +345,7 @@ class StoreBuilder(ModelStore):
                     version=_distribution_version(recipe.distribution),
                     files=used,
                     artifacts=fingerprints,
+                    inputs=inputs,
                 ),
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 files=files,

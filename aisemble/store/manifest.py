@@ -42,6 +42,8 @@ class SourceInfo:
     """files used, relative to the package folder."""
     artifacts: dict[str, str] = field(default_factory=dict)
     """artifacts used: name -> fingerprint of their manifest at build time."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """files outside any package that were read (a shipped dataset): file name -> sha256 at build time."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Manifest:
                     version=src.get("version"),
                     files=list(src.get("files", [])),
                     artifacts=dict(src.get("artifacts", {})),
+                    inputs=dict(src.get("inputs", {})),
                 ),
                 created_at=str(data["created_at"]),
                 files=files,

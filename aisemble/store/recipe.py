@@ -64,6 +64,10 @@ class Recipe:
     """distributions whose versions the manifest records as built_with (e.g. torch, transformers)."""
     requires: tuple[str, ...] = ()
     """artifacts this one is built from; they are prepared first."""
+    inputs: tuple[Path, ...] = ()
+    """files outside any package that the build reads (a shipped dataset): a change to one rebuilds the artifact."""
+    summary: Callable[[Mapping[str, Any]], str] | None = None
+    """one line about a built artifact from its manifest's `info` (prepare reports it), e.g. its accuracy."""
     description: str = ""
 
     @property

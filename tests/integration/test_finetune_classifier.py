@@ -32,7 +32,7 @@ async def test_the_domain_classifier_is_trained_registered_and_served(
     mesh = await start_mesh(start_server, tmp_path, registry, store, nlp=True)
     data = DATASET.read_bytes()
     upload = await mesh.jobs.UploadTrainingFile(iter(_upload(data, chunk=16 * 1024, size_bytes=len(data))))
-    assert upload.file.example_count == 600
+    assert upload.file.example_count == 1138
 
     started = time.monotonic()
     created = await mesh.jobs.CreateFineTuneJob(
@@ -45,7 +45,7 @@ async def test_the_domain_classifier_is_trained_registered_and_served(
     )
     job = created.job
     assert job.state == pb.FINE_TUNE_JOB_STATE_QUEUED and job.result_model_name == NAME
-    assert (job.training_example_count, job.validation_example_count) == (540, 60)
+    assert (job.training_example_count, job.validation_example_count) == (1026, 112)
     assert job.hyperparameters.unfrozen_layers == 1 and not job.hyperparameters.HasField("lora_rank")
     assert job.data_sha256 == upload.file.sha256
 

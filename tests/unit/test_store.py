@@ -15,6 +15,7 @@ from aisemble.store import builder as builder_module
 from aisemble.store import model_store as store_module
 from aisemble.store.builder import PrepareAction, StoreBuilder
 from aisemble.store.errors import ArtifactMissingError, ManifestError, SourcePackageMissingError, UnknownArtifactError
+from aisemble.store.files import sha256_file
 from aisemble.store.manifest import MANIFEST_NAME, Manifest
 from aisemble.store.model_store import ArtifactState, ModelStore, default_store_root, package_dir
 from aisemble.store.recipe import BuildContext, Recipe
@@ -374,6 +375,9 @@ def test_default_recipes_are_registered_without_heavy_imports() -> None:
         "doc-orientation",
         "nudenet-320n",
         "smollm2-135m-instruct-onnx",
+        # The `aisemble.recipes` entry points (services/finetune/recipes.py), after the built-in ones.
+        "domain-classifier",
+        "smollm2-135m-code",
     ]
 
 
@@ -404,3 +408,29 @@ def test_read_only_store_imports_no_recipe_and_no_builder() -> None:
     assert "aisemble.store.model_store" in loaded
     forbidden = ("aisemble.store.builder", "aisemble.store.recipe", "aisemble.store.recipes")
     assert [m for m in loaded if m in forbidden or m.startswith("aisemble.store.recipes.")] == []
+
+
+def test_a_recipe_input_file_rebuilds_when_it_changes_and_the_summary_is_reported(
+    tmp_path: Path, fake_package: Path
+) -> None:
+    dataset = tmp_path / "dataset.jsonl"
+    dataset.write_text('{"text": "one"}\n')
+    build = Counter()
+    store = make_store(tmp_path / "models", build, inputs=(dataset,), summary=lambda info: f"summary of {sorted(info)}")
+
+    [built] = store.prepare(progress=False)
+    assert built.action == PrepareAction.BUILT and built.detail.startswith("missing; summary of ")
+    manifest = store.manifest(FAKE)
+    assert manifest is not None and manifest.source.inputs == {"dataset.jsonl": sha256_file(dataset)}
+    [again] = store.prepare(progress=False)
+    assert again.action == PrepareAction.UP_TO_DATE and again.detail.startswith("summary of ") and build.calls == 1
+
+    dataset.write_text('{"text": "two"}\n')
+    [rebuilt] = store.prepare(progress=False)
+    assert rebuilt.action == PrepareAction.REBUILT and rebuilt.detail.startswith("dataset.jsonl changed; ")
+    assert build.calls == 2
+
+    dataset.unlink()
+    [failed] = store.prepare(progress=False)
+    assert failed.action == PrepareAction.FAILED and "dataset.jsonl is missing" in failed.detail
+    assert store.verify(FAKE).ok  # the previous artifact stays in place

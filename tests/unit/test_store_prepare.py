@@ -58,7 +58,8 @@ def test_onnx_files_open_in_onnx_runtime(prepared: ModelStore) -> None:
             opened.append(f"{artifact}/{rel}")
     assert f"{MINILM_L6}/model_int8.onnx" in opened
     assert "smollm2-135m-instruct-onnx/model.onnx" in opened
-    assert len(opened) == 9
+    assert "domain-classifier/model.onnx" in opened
+    assert len(opened) == 10
 
 
 def test_minilm_layout(prepared: ModelStore) -> None:

@@ -1,6 +1,9 @@
-"""The default recipe catalogue: how each artifact is built from an installed model package (cheap to import)."""
+"""The default recipe catalogue: the built-in recipes, then those of `aisemble.recipes` entry points (cheap)."""
 
 from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
 
 from aisemble.store.recipe import Recipe
 from aisemble.store.recipes import langid, minilm, smollm2, vision
@@ -11,6 +14,7 @@ from aisemble.store.recipes.vision import DOC_ORIENTATION, NUDENET_320N, PPOCR_V
 
 __all__ = [
     "DOC_ORIENTATION",
+    "ENTRY_POINT_GROUP",
     "LANGID",
     "MINILM_L6",
     "NUDENET_320N",
@@ -21,6 +25,12 @@ __all__ = [
     "YOLOV8_FALL",
     "register",
 ]
+
+logger = logging.getLogger("aisemble.store")
+
+#: The entry-point group of recipes declared outside the library (the fine-tuning service's trained models: the
+#: library names no service): name = the artifact, value = a Recipe object.
+ENTRY_POINT_GROUP = "aisemble.recipes"
 
 #: The registry: artifact name -> recipe. `aisemble models prepare` with no names builds all of these.
 RECIPES: dict[str, Recipe] = {}
@@ -47,3 +57,23 @@ for _recipe in (
 ):
     register(_recipe)
 del _recipe
+
+
+def _declared_recipes() -> list[Recipe]:
+    """The recipes of the `aisemble.recipes` entry points (by name); one that fails to load is logged and skipped."""
+    found: list[Recipe] = []
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            recipe = entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken declaration must not take the whole store down
+            logger.error("recipe entry point %s (%s) failed to load: %s", entry.name, entry.value, exc)
+            continue
+        if not isinstance(recipe, Recipe) or recipe.name != entry.name:
+            logger.error("recipe entry point %s (%s) is not a Recipe named %s", entry.name, entry.value, entry.name)
+            continue
+        found.append(recipe)
+    return found
+
+
+# After the built-in ones (they may require those): the trained artifacts.
+list(map(register, _declared_recipes()))
