@@ -96,8 +96,9 @@ def test_the_checksum_is_that_of_the_canonical_file(tmp_path):
 def test_the_split_is_seeded_and_stratified():
     examples = parse_jsonl(DATASET.read_bytes(), Task.TEXT_CLASSIFICATION)
     train, validation = split_examples(examples, 0.1, seed=0)
-    assert (len(train), len(validation)) == (540, 60)
-    assert Counter(e.label for e in validation) == Counter({label: 10 for label in Counter(e.label for e in examples)})
+    assert (len(train), len(validation)) == (1026, 112)
+    per_label = Counter(e.label for e in examples)
+    assert Counter(e.label for e in validation) == Counter({label: n // 10 for label, n in per_label.items()})
     assert sorted(map(repr, train + validation)) == sorted(map(repr, examples))
     assert split_examples(examples, 0.1, seed=0) == (train, validation)
     assert split_examples(examples, 0.1, seed=1) != (train, validation)
@@ -110,8 +111,8 @@ def test_the_split_is_seeded_and_stratified():
 
 def test_the_shipped_dataset_is_balanced_and_bilingual():
     rows = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
-    assert Counter(r["label"] for r in rows) == Counter(
-        {label: 100 for label in ("medical", "legal", "financial", "code", "creative", "general")}
-    )
-    assert Counter(r["lang"] for r in rows) == Counter({"en": 180, "ja": 420})
+    labels = Counter(r["label"] for r in rows)
+    assert set(labels) == {"medical", "legal", "financial", "code", "creative", "general"}
+    assert max(labels.values()) - min(labels.values()) <= 1  # 190 each, 189 where a text was too near a held-out one
+    assert Counter(r["lang"] for r in rows) == Counter({"en": 240, "ja": 898})
     assert len({r["text"] for r in rows}) == len(rows)
