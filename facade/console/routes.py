@@ -23,7 +23,7 @@ from aisemble.vision.v1 import vision_service_pb2 as vpb
 from facade.console.views import decision_rows, detections, event_of, job_of, model_rows
 from facade.openai.errors import OpenAIError, from_validation
 from facade.openai.streaming import EventStream, unless_disconnected
-from facade.openai.upstream import CallOptions, GatewayClient
+from facade.openai.upstream import CallOptions, GatewayClient, list_all_models
 
 __all__ = ["CONTENT_SECURITY_POLICY", "DetectBody", "console_routes"]
 
@@ -122,23 +122,8 @@ class ConsoleRoutes:
 
     async def models(self, request: Request) -> Response:
         """GET /console/api/models: every model the key may see, with its health and figures over the replicas."""
-
-        async def listed(stub: Any, options: CallOptions) -> list[rpb.Model]:
-            found: list[rpb.Model] = []
-            token = ""
-            while True:
-                reply = await stub.ListModels(
-                    rpb.ListModelsRequest(page_size=1000, page_token=token),
-                    metadata=options.metadata,
-                    timeout=options.timeout,
-                )
-                found.extend(reply.models)
-                token = reply.next_page_token
-                if not token:
-                    return found
-
         options = self._options(request)
-        replicas = await self._each_replica(options, listed)
+        replicas = await self._each_replica(options, list_all_models)
         body = {"models": model_rows(replicas), "replicas": len(replicas), "replicas_total": self.gateway.replicas}
         return _json(body, options)
 

@@ -38,7 +38,7 @@ from facade.openai.translation import (
     model_card,
     model_list,
 )
-from facade.openai.upstream import DEFAULT_TIMEOUT_S, CallOptions, GatewayClient
+from facade.openai.upstream import DEFAULT_TIMEOUT_S, CallOptions, GatewayClient, list_all_models
 
 __all__ = ["build_app"]
 
@@ -132,18 +132,8 @@ class OpenAIRoutes:
     async def models(self, request: Request) -> Response:
         """GET /v1/models: ListModels, every page."""
         options = self._options(request)
-        listed: list[rpb.Model] = []
-        token = ""
-        while True:
-            reply = await self.gateway.registry.ListModels(
-                rpb.ListModelsRequest(page_size=1000, page_token=token),
-                metadata=options.metadata,
-                timeout=options.timeout,
-            )
-            listed.extend(reply.models)
-            token = reply.next_page_token
-            if not token:
-                return JSONResponse(model_list(listed), headers={REQUEST_ID_KEY: options.request_id})
+        listed = await list_all_models(self.gateway.registry, options)
+        return JSONResponse(model_list(listed), headers={REQUEST_ID_KEY: options.request_id})
 
     async def model(self, request: Request) -> Response:
         """GET /v1/models/{model}: GetModel."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
@@ -12,6 +13,7 @@ from starlette.datastructures import Headers
 from aisemble.finetune.v1 import finetune_service_pb2_grpc
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
+from aisemble.registry.v1 import registry_service_pb2 as rpb
 from aisemble.registry.v1 import registry_service_pb2_grpc
 from aisemble.rpc.client import (
     AUTHORIZATION_KEY,
@@ -25,7 +27,7 @@ from aisemble.security.keys import key_id_of
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from facade.openai.errors import OpenAIError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "CallOptions", "GatewayClient", "call_options", "replica_targets"]
+__all__ = ["DEFAULT_TIMEOUT_S", "CallOptions", "GatewayClient", "call_options", "list_all_models", "replica_targets"]
 
 #: The deadline of every call to the gateway (OpenAI's `timeout` is the client's own and never sent).
 DEFAULT_TIMEOUT_S = 600.0
@@ -60,6 +62,20 @@ def call_options(headers: Headers, timeout_s: float) -> CallOptions:
     if scheme.lower() == "bearer" and key_id_of(token):
         metadata.append((AUTHORIZATION_KEY, f"Bearer {_metadata_value(AUTHORIZATION_KEY, token)}"))
     return CallOptions(tuple(metadata), timeout_s, request_id)
+
+
+async def list_all_models(registry: Any, options: CallOptions) -> list[rpb.Model]:
+    """Every model a ModelRegistryService stub lists to the caller, all pages."""
+    found: list[rpb.Model] = []
+    token = ""
+    while True:
+        reply = await registry.ListModels(
+            rpb.ListModelsRequest(page_size=1000, page_token=token), metadata=options.metadata, timeout=options.timeout
+        )
+        found.extend(reply.models)
+        token = reply.next_page_token
+        if not token:
+            return found
 
 
 def replica_targets(target: str) -> list[str]:
