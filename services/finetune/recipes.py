@@ -94,7 +94,7 @@ def _train(ctx: BuildContext, job: _Job) -> dict[str, Any]:
     """Run the job's trainer through the one training loop; its output files go into the artifact."""
     from services.finetune.examples import parse_jsonl, split_examples, write_examples
     from services.finetune.hyperparameters import DEFAULTS
-    from services.finetune.trainers.base import OUTPUT_DIR, WorkerRequest, run_training
+    from services.finetune.trainers.base import OUTPUT_DIR, WorkerRequest, run_training, trainer_for
     from services.finetune.workspace import TRAIN_FILE, VALIDATION_FILE
 
     examples = parse_jsonl(job.dataset.read_bytes(), job.task, field=job.dataset.name)
@@ -118,7 +118,7 @@ def _train(ctx: BuildContext, job: _Job) -> dict[str, Any]:
             checkpoint_interval_s=float("inf"),
         )
         try:
-            trainer = _trainer(request, reporter)
+            trainer = trainer_for(request, reporter)
             result = run_training(trainer, reporter)
         finally:
             reporter.close()
@@ -133,16 +133,6 @@ def _train(ctx: BuildContext, job: _Job) -> dict[str, Any]:
         "train_seconds": round(time.monotonic() - started, 1),
     }
     return info
-
-
-def _trainer(request: Any, reporter: _StoreReporter) -> Any:
-    if Task(request.task) == Task.CAUSAL_LM:
-        from services.finetune.trainers.causal_lm import LoraTrainer
-
-        return LoraTrainer(request, reporter)
-    from services.finetune.trainers.classifier import ClassifierTrainer
-
-    return ClassifierTrainer(request, reporter)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

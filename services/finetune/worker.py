@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from services.finetune.messages import CheckpointSaved, TrainingFailed, TrainingFinished, WorkerMessage
-from services.finetune.trainers.base import Trainer, TrainingFailedError, WorkerRequest, run_training
-from services.finetune.types import Evaluation, LogLine, LogSeverity, Progress, Task
+from services.finetune.trainers.base import TrainingFailedError, WorkerRequest, run_training, trainer_for
+from services.finetune.types import Evaluation, LogLine, LogSeverity, Progress
 
 __all__ = ["PipeReporter", "main"]
 
@@ -91,16 +91,6 @@ def _job_lock(job_dir: Path, reporter: PipeReporter) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _trainer(request: WorkerRequest, reporter: PipeReporter) -> Trainer:
-    if Task(request.task) == Task.CAUSAL_LM:
-        from services.finetune.trainers.causal_lm import LoraTrainer
-
-        return LoraTrainer(request, reporter)
-    from services.finetune.trainers.classifier import ClassifierTrainer
-
-    return ClassifierTrainer(request, reporter)
-
-
 def main(request: WorkerRequest, connection: Connection) -> None:
     """Train the job and send the result (the spawned process's target)."""
     for key, value in _ENVIRONMENT.items():
@@ -120,7 +110,7 @@ def main(request: WorkerRequest, connection: Connection) -> None:
             transformers_logging.disable_progress_bar()
             if request.threads:
                 torch.set_num_threads(request.threads)
-            trainer = _trainer(request, reporter)
+            trainer = trainer_for(request, reporter)
             reporter.log(LogSeverity.INFO, f"worker ready in {time.monotonic() - started:.1f} s (pid {os.getpid()})")
             result = run_training(trainer, reporter)
         reporter.send(TrainingFinished(result))

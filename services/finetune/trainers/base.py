@@ -35,6 +35,7 @@ __all__ = [
     "WorkerRequest",
     "batch_order",
     "run_training",
+    "trainer_for",
     "warmup_then_linear",
 ]
 
@@ -121,6 +122,19 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def export(self, folder: Path, metrics: dict[str, float]) -> dict[str, Any]:
         """Write the artifact's files into folder; returns the manifest's `info`."""
+
+
+def trainer_for(request: WorkerRequest, reporter: Reporter) -> Trainer:
+    """The trainer of a request's task: LoRA for causal LM, a classification head otherwise (imported on use)."""
+    from services.finetune.types import Task
+
+    if Task(request.task) == Task.CAUSAL_LM:
+        from services.finetune.trainers.causal_lm import LoraTrainer
+
+        return LoraTrainer(request, reporter)
+    from services.finetune.trainers.classifier import ClassifierTrainer
+
+    return ClassifierTrainer(request, reporter)
 
 
 def batch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
