@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from aisemble.config.models import ModelSpec
 from aisemble.errors import FailedPreconditionError, ModelNotReadyError, NotFoundError
+from aisemble.rpc.calls import note_model
 
 if TYPE_CHECKING:
     from aisemble.hosting.backend import Backend
@@ -164,6 +165,7 @@ def resolve_hosted(
         if spec.task not in RPC_TASKS[rpc]:  # the hosted alternatives are listed only when it fails
             raise ModelWrongTaskError(spec, rpc, _of_task(host, task))
         spec, backend = host.get(model)  # MODEL_NOT_READY while it loads
+        note_model(spec.name)
         return Resolved(spec, backend, automatic=False, reason="requested by name")
     names = _of_task(host, task)
     first = (preferred or {}).get(task)
@@ -179,6 +181,7 @@ def resolve_hosted(
         except ModelNotReadyError as exc:
             not_ready = not_ready or exc
             continue
+        note_model(spec.name)
         return Resolved(
             spec, backend, automatic=True, reason=f"the {service} service's default {task} model (the gateway selects)"
         )

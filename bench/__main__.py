@@ -9,7 +9,18 @@ import sys
 
 from aisemble.environment import apply_offline_defaults
 
-AREAS = ("llm", "batching", "structured", "nlp", "nlp_stream", "vision", "gateway", "openai_facade", "kserve")
+AREAS = (
+    "llm",
+    "batching",
+    "structured",
+    "nlp",
+    "nlp_stream",
+    "vision",
+    "gateway",
+    "tracing",
+    "openai_facade",
+    "kserve",
+)
 
 
 def main() -> int:

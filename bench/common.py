@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ class Mesh:
         gateway: bool = True,
         secure: bool = False,
         extra: Sequence[Any] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         from aisemble.config.models import load_models
         from services.registry.store import write_models_file
@@ -102,6 +103,7 @@ class Mesh:
         (self.folder / "mesh.yaml").write_text("\n".join(lines) + "\n")
         self.processes: list[subprocess.Popen[bytes]] = []
         self.secure = secure
+        self.env = dict(env or {})  # more environment for the processes (e.g. OTEL_* for tracing)
         self.user_key: str | None = None
         self._previous_state = os.environ.get("AISEMBLE_STATE_DIR")
         self._previous_store = os.environ.get("AISEMBLE_MODEL_STORE")
@@ -133,7 +135,7 @@ class Mesh:
         prepare_security(load_mesh(self.folder / "mesh.yaml"))
         if self.secure:
             self.user_key = KeyFile().create("user", name="bench")[1]
-        env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(self.folder), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "AISEMBLE_CONFIG_DIR": str(self.folder), "PYTHONUNBUFFERED": "1", **self.env}
         for name in self._names:
             process = subprocess.Popen(
                 [sys.executable, "-m", "entrypoints.cli", "serve", name, "--metrics-port", "-1"],

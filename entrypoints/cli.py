@@ -66,11 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `aisemble` console script."""
     apply_offline_defaults()
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from aisemble.rpc.logs import configure_logging
+
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 
 from grpc import aio
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aisemble.config.mesh import MeshConfig
 from aisemble.config.schema import ConfigError
@@ -86,6 +86,7 @@ def build_server(
         for name, endpoint in mesh.services.items()
     }
     router = Router(upstreams, forward_metadata=frozenset(security.forward_metadata))
+    cache_lookups = _CacheLookups()
     gateway = Gateway(
         registry,
         router,
@@ -93,6 +94,7 @@ def build_server(
         cache,
         authenticator=authenticator,
         selection_max_chars=security.selection_max_chars,
+        on_cache=cache_lookups.count,
     )
     bindings = [
         ServiceBinding(
@@ -109,6 +111,7 @@ def build_server(
         if change.kind == "removed":
             router.unwatch_model(change.spec.name)
             gateway.stats.forget(change.spec.name)
+            cache_lookups.forget(change.spec.name)
         else:
             router.watch_model(change.spec.name, change.spec.service)
 
@@ -149,6 +152,7 @@ def build_server(
     server.gateway = gateway
     authenticator.bind_metrics(server.metrics.registry)
     _cache_metrics(server, gateway)
+    cache_lookups.bind(server.metrics.registry)
     return server
 
 
@@ -166,6 +170,34 @@ async def _flush_usage(quotas: QuotaBook, usage_file: UsageFile, every_s: float 
             await asyncio.to_thread(_write_usage, quotas, usage_file)
         except OSError as exc:
             log.warning("could not write the key usage to %s: %s", usage_file.path, exc)
+
+
+class _CacheLookups:
+    """Result cache hits and misses per model (registered models only: a deregistered one's series go)."""
+
+    def __init__(self) -> None:
+        self.hits: Counter | None = None
+        self.misses: Counter | None = None
+
+    def bind(self, registry: CollectorRegistry) -> None:
+        self.hits = Counter("aisemble_model_cache_hits", "Result cache hits, per model.", ["model"], registry=registry)
+        self.misses = Counter(
+            "aisemble_model_cache_misses",
+            "Result cache misses (cacheable requests), per model.",
+            ["model"],
+            registry=registry,
+        )
+
+    def count(self, model: str, hit: bool) -> None:
+        counter = self.hits if hit else self.misses
+        if counter is not None:
+            counter.labels(model).inc()
+
+    def forget(self, model: str) -> None:
+        for counter in (self.hits, self.misses):
+            if counter is not None:
+                with contextlib.suppress(KeyError):
+                    counter.remove(model)
 
 
 def _cache_metrics(server: AisembleServer, gateway: Gateway) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from grpc import aio
 
 from aisemble.resolution import AUTO, RPC_TASKS
 from aisemble.rpc.auth import Authenticator, current_principal
+from aisemble.rpc.calls import current_call, note_model
 from aisemble.rpc.selection import MODEL_TRAILER, REASON_TRAILER, quote_reason
+from aisemble.rpc.telemetry import span
 from gateway.cache import ResultCache, cache_key
 from gateway.registry_view import RegistryView
 from gateway.resolver import ModelResolver, Resolution
@@ -62,12 +64,14 @@ class Gateway:
         stats: StatsBook | None = None,
         authenticator: Authenticator | None = None,
         selection_max_chars: int = 4096,
+        on_cache: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.registry = registry
         self.router = router
         self.cache = cache or ResultCache()
         self.stats = stats or StatsBook()
         self.authenticator = authenticator
+        self.on_cache = on_cache  # told (model, hit) at each lookup, for the per-model cache metrics
         self.resolver = ModelResolver(registry, router, rules, self.stats, max_text_chars=selection_max_chars)
 
     async def _resolve(self, path: str, route: Route, request: Any) -> Resolution:
@@ -76,9 +80,34 @@ class Gateway:
         principal = current_principal.get()
         if request.model and request.model != AUTO:
             principal.check_model(request.model)
-        resolution = await self.resolver.resolve(path, route, request)
+        with span("selection") as chosen:
+            resolution = await self.resolver.resolve(path, route, request)
+            selection = resolution.selection
+            chosen.set_attributes(
+                {
+                    "aisemble.model": selection.model,
+                    "aisemble.selection.automatic": selection.automatic,
+                    "aisemble.selection.reason": selection.reason,
+                    "aisemble.selection.rule": selection.rule,
+                }
+            )
         principal.check_model(resolution.spec.name)
+        note_model(resolution.spec.name, selection.reason)
         return resolution
+
+    def _cached(self, key: str | None, model: str) -> tuple[bytes, ...] | None:
+        """The cache's answer for a cacheable request (None: none, or not cacheable), counted per model."""
+        if key is None:
+            return None
+        with span("cache.lookup") as lookup:
+            found = self.cache.get(key)
+            lookup.set_attribute("aisemble.cache.hit", found is not None)
+        call = current_call()
+        if call is not None:
+            call.cache = "miss" if found is None else "hit"
+        if self.on_cache is not None:
+            self.on_cache(model, found is not None)
+        return found
 
     def _record(self, model: str, seconds: float, ok: bool, tokens: int = 0, cost: float = 0.0) -> None:
         self.stats.record(model, seconds, ok, tokens, cost)
@@ -101,7 +130,7 @@ class Gateway:
         resolution = await self._resolve(path, route, request)
         upstream_request = _for_model(request, resolution)
         key = self._key(path, route, upstream_request, resolution)
-        cached = self.cache.get(key) if key else None
+        cached = self._cached(key, resolution.spec.name)
         if cached is not None:
             response = response_type.FromString(cached[0])
             _annotate(response, resolution)
@@ -135,7 +164,7 @@ class Gateway:
         resolution = await self._resolve(path, route, request)
         upstream_request = _for_model(request, resolution)
         key = self._key(path, route, upstream_request, resolution)
-        cached = self.cache.get(key) if key else None
+        cached = self._cached(key, resolution.spec.name)
         if cached is not None:
             _trailers(context, resolution)
             for index, raw in enumerate(cached):

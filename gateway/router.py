@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from aisemble.errors import ModelNotReadyError, UnavailableError
 from aisemble.rpc.auth import current_principal
@@ -24,6 +26,7 @@ from aisemble.rpc.client import (
     open_channel,
     target_for,
 )
+from aisemble.rpc.telemetry import end_span, start_span
 
 __all__ = ["Router", "Upstream"]
 
@@ -66,15 +69,34 @@ class Upstream:
         await self.channel.close()
 
 
-async def _relay(upstream: Upstream, call: Any) -> AsyncIterator[Any]:
-    """The replies of a streaming call as they come; its failure as our error; the call cancelled when we stop."""
+def _upstream_span(upstream: Upstream, path: str) -> Span:
+    service, _, method = path.lstrip("/").partition("/")
+    return start_span(
+        f"upstream {path.lstrip('/')}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": method,
+            "aisemble.upstream": upstream.name,
+        },
+    )
+
+
+async def _relay(upstream: Upstream, call: Any, forwarding: Span) -> AsyncIterator[Any]:
+    """The replies of a streaming call as they come; its failure as our error; the call cancelled when we stop;
+    its upstream span ended with the call."""
+    code = "CANCELLED"
     try:
         async for reply in call:
             yield reply
+        code = "OK"
     except grpc.aio.AioRpcError as exc:
+        code = exc.code().name
         raise upstream.error(exc) from None
     finally:
         call.cancel()
+        end_span(forwarding, code=code)
 
 
 class Router:
@@ -166,17 +188,28 @@ class Router:
     ) -> Any:
         """Forward a unary call with the caller's remaining deadline and metadata."""
         call = upstream.callable(path, "unary_unary", type(request).SerializeToString, response_type.FromString)
+        forwarding = _upstream_span(upstream, path)
+        code = "CANCELLED"
         try:
-            return await call(request, timeout=context.time_remaining(), metadata=self._metadata(context))
+            with trace.use_span(forwarding, end_on_exit=False):
+                response = await call(request, timeout=context.time_remaining(), metadata=self._metadata(context))
+            code = "OK"
+            return response
         except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
             raise upstream.error(exc) from None
+        finally:
+            end_span(forwarding, code=code)
 
     def server_stream(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
     ) -> AsyncIterator[Any]:
         """Forward a server-streaming call message by message (no buffering); cancelling ours cancels theirs."""
         method = upstream.callable(path, "unary_stream", type(request).SerializeToString, response_type.FromString)
-        return _relay(upstream, method(request, timeout=context.time_remaining(), metadata=self._metadata(context)))
+        forwarding = _upstream_span(upstream, path)
+        with trace.use_span(forwarding, end_on_exit=False):
+            call = method(request, timeout=context.time_remaining(), metadata=self._metadata(context))
+        return _relay(upstream, call, forwarding)
 
     def bidi_stream(
         self,
@@ -189,7 +222,10 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a bidirectional stream; flow control is end to end (gRPC's own windows)."""
         method = upstream.callable(path, "stream_stream", request_type.SerializeToString, response_type.FromString)
-        return _relay(upstream, method(requests, timeout=context.time_remaining(), metadata=self._metadata(context)))
+        forwarding = _upstream_span(upstream, path)
+        with trace.use_span(forwarding, end_on_exit=False):
+            call = method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
+        return _relay(upstream, call, forwarding)
 
     async def client_stream(
         self,
@@ -202,7 +238,15 @@ class Router:
     ) -> Any:
         """Forward a client-streaming call (e.g. a file upload) chunk by chunk."""
         method = upstream.callable(path, "stream_unary", request_type.SerializeToString, response_type.FromString)
+        forwarding = _upstream_span(upstream, path)
+        code = "CANCELLED"
         try:
-            return await method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
+            with trace.use_span(forwarding, end_on_exit=False):
+                response = await method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
+            code = "OK"
+            return response
         except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
             raise upstream.error(exc) from None
+        finally:
+            end_span(forwarding, code=code)

@@ -21,7 +21,7 @@ __all__ = ["Backend", "RequestContext", "create_backend", "resolve_backend_class
 
 @dataclass
 class RequestContext:
-    """What a backend needs to know about the call it serves: cancellation and the deadline.
+    """What a backend needs to know about the call it serves: cancellation, the deadline, its trace context.
 
     Backends poll `check()` between steps (a decoding step, a batch); the runner sets `cancelled`
     when the client goes away, so compute stops within one step.
@@ -29,6 +29,7 @@ class RequestContext:
 
     deadline: float | None = None  # time.monotonic() value
     cancelled: threading.Event = field(default_factory=threading.Event)
+    trace: Any = None  # the call's OpenTelemetry context while tracing is on (parent of spans a backend records)
 
     @property
     def time_remaining(self) -> float | None:

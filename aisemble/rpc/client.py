@@ -17,7 +17,9 @@ from grpc import aio
 
 from aisemble.config.state import state_dir
 from aisemble.errors import AisembleError, CancelledError, Code, DeadlineExceededError, UnavailableError, UpstreamError
+from aisemble.rpc.calls import current_call
 from aisemble.rpc.status import error_reason, rich_status
+from aisemble.rpc.telemetry import trace_metadata
 
 if TYPE_CHECKING:
     from aisemble.config.mesh import MeshConfig
@@ -162,69 +164,72 @@ def server_keepalive_options() -> list[tuple[str, object]]:
     ]
 
 
-def _with_key(metadata: Any, key: str) -> tuple[tuple[str, str | bytes], ...]:
+def _outgoing(metadata: Any, key: str | None) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's metadata as it leaves this process: this process's API key (unless the call brings one), the
+    request id of the call being served (unless the call names one), and the current span's trace context."""
     pairs = tuple(metadata or ())
-    if any(k == AUTHORIZATION_KEY for k, _ in pairs):
-        return pairs
-    return (*pairs, (AUTHORIZATION_KEY, f"Bearer {key}"))
+    if key and not any(k == AUTHORIZATION_KEY for k, _ in pairs):
+        pairs = (*pairs, (AUTHORIZATION_KEY, f"Bearer {key}"))
+    serving = current_call()
+    if serving is not None and not any(k == REQUEST_ID_KEY for k, _ in pairs):
+        pairs = (*pairs, (REQUEST_ID_KEY, serving.request_id))
+    return trace_metadata(pairs) or pairs
 
 
-class _ApiKeyDetails:
-    """Adds this process's API key to a call's details (unless the call brings its own)."""
+class _OutgoingDetails:
+    """Gives each call its outgoing metadata (_outgoing)."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str | None) -> None:
         self._key = key
 
     def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
         return aio.ClientCallDetails(
             details.method,
             details.timeout,
-            aio.Metadata(*_with_key(details.metadata, self._key)),
+            aio.Metadata(*_outgoing(details.metadata, self._key)),
             details.credentials,
             details.wait_for_ready,
         )
 
 
 # grpc.aio files an interceptor under the first kind it is an instance of: one class per kind of call.
-class _UnaryUnaryKey(_ApiKeyDetails, aio.UnaryUnaryClientInterceptor):
+class _UnaryUnaryOutgoing(_OutgoingDetails, aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
 
-class _UnaryStreamKey(_ApiKeyDetails, aio.UnaryStreamClientInterceptor):
+class _UnaryStreamOutgoing(_OutgoingDetails, aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
 
-class _StreamUnaryKey(_ApiKeyDetails, aio.StreamUnaryClientInterceptor):
+class _StreamUnaryOutgoing(_OutgoingDetails, aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
 
-class _StreamStreamKey(_ApiKeyDetails, aio.StreamStreamClientInterceptor):
+class _StreamStreamOutgoing(_OutgoingDetails, aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
 
-def _key_interceptors(key: str | None) -> list[aio.ClientInterceptor] | None:
-    if not key:
-        return None
-    return [_UnaryUnaryKey(key), _UnaryStreamKey(key), _StreamUnaryKey(key), _StreamStreamKey(key)]
+def _outgoing_interceptors(key: str | None) -> list[aio.ClientInterceptor]:
+    return [_UnaryUnaryOutgoing(key), _UnaryStreamOutgoing(key), _StreamUnaryOutgoing(key), _StreamStreamOutgoing(key)]
 
 
-class _BlockingApiKeyInterceptor(
+class _BlockingOutgoingInterceptor(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """_ApiKeyInterceptor for synchronous channels."""
+    """_OutgoingDetails for synchronous channels."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str | None) -> None:
         self._key = key
 
     def _details(self, details: Any) -> Any:
-        return details._replace(metadata=_with_key(details.metadata, self._key))
+        return details._replace(metadata=_outgoing(details.metadata, self._key))
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return continuation(self._details(client_call_details), request)
@@ -242,10 +247,11 @@ class _BlockingApiKeyInterceptor(
 def open_channel(
     target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, balanced: bool = False, peer: Peer = PLAINTEXT
 ) -> aio.Channel:
-    """A grpc.aio channel to a mesh server, with the mesh's options and the peer's TLS and API key.
-    Call it inside the event loop that uses it."""
+    """A grpc.aio channel to a mesh server, with the mesh's options and the peer's TLS and API key; every call
+    carries the request id and trace context of the call this process serves. Call it inside the event loop
+    that uses it."""
     options = channel_options(max_message_bytes, balanced, peer)
-    interceptors = _key_interceptors(peer.api_key)
+    interceptors = _outgoing_interceptors(peer.api_key)
     if peer.credentials is not None:
         return aio.secure_channel(target, peer.credentials, options=options, interceptors=interceptors)
     return aio.insecure_channel(target, options=options, interceptors=interceptors)
@@ -254,13 +260,14 @@ def open_channel(
 def blocking_channel(
     target: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer: Peer = PLAINTEXT
 ) -> grpc.Channel:
-    """A synchronous channel with the mesh's options, for command-line clients and the launcher."""
+    """A synchronous channel with the mesh's options (and the API key, request id and trace context of
+    open_channel), for command-line clients and the launcher."""
     options = channel_options(max_message_bytes, peer=peer)
     if peer.credentials is not None:
         channel = grpc.secure_channel(target, peer.credentials, options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
-    return grpc.intercept_channel(channel, _BlockingApiKeyInterceptor(peer.api_key)) if peer.api_key else channel
+    return grpc.intercept_channel(channel, _BlockingOutgoingInterceptor(peer.api_key))
 
 
 class LazyChannel:

@@ -1,4 +1,5 @@
-"""Server interceptors: the one place exceptions become gRPC statuses (with per-RPC metrics), limits, request checks."""
+"""Server interceptors: the one place exceptions become gRPC statuses and each call gets its span, metrics and access
+line; the call limits; request checks."""
 
 from __future__ import annotations
 
@@ -15,16 +16,22 @@ from google.protobuf import descriptor_pool
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from aisemble.errors import AisembleError, InvalidArgumentError, ResourceExhaustedError
+from aisemble.rpc.calls import CallRecord, current_call, enter_call, leave_call
 from aisemble.rpc.client import REQUEST_ID_KEY
+from aisemble.rpc.logs import access_log_on, log_call, log_requests_on
 from aisemble.rpc.metrics import RpcMetrics
 from aisemble.rpc.status import STATUS_DETAILS_KEY, grpc_code, internal_status, to_rpc_status
+from aisemble.rpc.telemetry import context_from_metadata, end_span, start_span, tracing_on
 from aisemble.rpc.validation import check_request, holds_enums
 
 __all__ = [
     "CallLimitInterceptor",
-    "ErrorAndMetricsInterceptor",
+    "ErrorsAndTelemetryInterceptor",
     "RequestValidationInterceptor",
     "WrappingInterceptor",
     "stream_of",
@@ -33,11 +40,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _request_id(context: aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+def _request_id_in(metadata: Any) -> str:
+    """The caller's request id, or a new one."""
+    for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and value:
             return value[:128]
     return uuid.uuid4().hex
+
+
+def _request_id(context: aio.ServicerContext) -> str:
+    call = current_call()
+    return call.request_id if call is not None else _request_id_in(context.invocation_metadata())
 
 
 #: Bounds of a status in the trailers (UTF-8 bytes): a peer refuses trailers over its metadata limit (8 KiB by
@@ -172,50 +185,135 @@ async def stream_of(
         await result.aclose()
 
 
-class ErrorAndMetricsInterceptor(WrappingInterceptor):
-    """Wraps every handler: domain errors -> rich status, anything else -> INTERNAL without a traceback.
+#: Calls outside per-call telemetry (no span, no access line): health checks and reflection, polled all the time.
+_UNOBSERVED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-    Also sets the request id trailer and records requests, latency and errors by code.
+
+class _ObservedCall:
+    """The telemetry of one RPC: its server span (child of the caller's traceparent), its CallRecord, and on
+    finish its metrics and access line."""
+
+    def __init__(self, interceptor: ErrorsAndTelemetryInterceptor, method: str, context: aio.ServicerContext):
+        metadata = context.invocation_metadata() or ()
+        self.interceptor = interceptor
+        self.context = context
+        span = INVALID_SPAN
+        if tracing_on():
+            service, _, name = method.lstrip("/").partition("/")
+            span = start_span(
+                method.lstrip("/"),
+                context_from_metadata(metadata),
+                SpanKind.SERVER,
+                {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
+        self.record = CallRecord(method, _request_id_in(metadata), span)
+        self._tokens = (otel_context.attach(trace.set_span_in_context(span)), enter_call(self.record))
+
+    def finish(self, outcome: _Outcome, error: BaseException | None = None) -> None:
+        record, seconds = self.record, time.perf_counter() - self.record.started
+        leave_call(self._tokens[1])
+        otel_context.detach(self._tokens[0])
+        span = record.span
+        if span.is_recording():
+            span.set_attributes(_span_facts(record))
+        end_span(span, error if outcome.code == "INTERNAL" else None, outcome.code)
+        if self.interceptor.metrics is not None:
+            self.interceptor.metrics.observe_call(record, outcome.code, seconds)
+        if self.interceptor.access_log:
+            log_call(record, outcome.code, seconds, self.context.peer() or "")
+
+
+def _span_facts(record: CallRecord) -> dict[str, Any]:
+    facts: dict[str, Any] = {"aisemble.request_id": record.request_id}
+    if record.model:
+        facts["aisemble.model"] = record.model
+    if record.selection_reason:
+        facts["aisemble.selection.reason"] = record.selection_reason
+    if record.cache:
+        facts["aisemble.cache"] = record.cache
+    if record.prompt_tokens or record.output_tokens:
+        facts["gen_ai.usage.input_tokens"] = record.prompt_tokens
+        facts["gen_ai.usage.output_tokens"] = record.output_tokens
+    if record.cost:
+        facts["aisemble.cost"] = record.cost
+    if record.finish_reason:
+        facts["gen_ai.response.finish_reasons"] = (record.finish_reason,)
+    if record.replies > 1:
+        facts["aisemble.replies"] = record.replies
+    return facts
+
+
+class ErrorsAndTelemetryInterceptor(WrappingInterceptor):
+    """The outermost interceptor: domain errors -> rich status, anything else -> INTERNAL without a traceback;
+    and each call's telemetry: its server span (the caller's W3C trace context honoured), the CallRecord the
+    code beneath fills, its RPC and per-model metrics, and its access line. Health checks get the mapping only.
     """
 
-    def __init__(self, metrics: RpcMetrics | None = None) -> None:
-        self._metrics = metrics
+    def __init__(
+        self, metrics: RpcMetrics | None = None, access_log: bool | None = None, log_requests: bool | None = None
+    ) -> None:
+        self.metrics = metrics
+        self.access_log = access_log_on() if access_log is None else access_log
+        self.log_requests = log_requests_on() if log_requests is None else log_requests
 
-    def _finish(self, method: str, outcome: _Outcome, started: float) -> None:
-        if self._metrics is not None:
-            self._metrics.observe(method, outcome.code, time.perf_counter() - started)
+    def _finish(
+        self, call: _ObservedCall | None, method: str, outcome: _Outcome, error: BaseException | None, started: float
+    ) -> None:
+        if call is not None:
+            call.finish(outcome, error)
+        elif self.metrics is not None:
+            self.metrics.observe(method, outcome.code, time.perf_counter() - started)
 
     def wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        observed = not method.startswith(_UNOBSERVED)
+
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             started, outcome = time.perf_counter(), _Outcome()
+            call = _ObservedCall(self, method, context) if observed else None
+            error: BaseException | None = None
+            if call is not None and self.log_requests and isinstance(request, Message):
+                call.record.request = request
             try:
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                if call is not None and response is not None:
+                    call.record.observe_reply(response)
+                return response
             except asyncio.CancelledError:
                 outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here
+                error = exc
                 await _handle_exception(exc, context, method, outcome)
                 return None
             finally:
-                self._finish(method, outcome, started)
+                self._finish(call, method, outcome, error, started)
 
         return unary
 
     def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        observed = not method.startswith(_UNOBSERVED)
+
         async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             started, outcome = time.perf_counter(), _Outcome()
+            call = _ObservedCall(self, method, context) if observed else None
+            error: BaseException | None = None
+            if call is not None and self.log_requests and isinstance(request, Message):
+                call.record.request = request
             replies = stream_of(behavior, request, context)
             try:
                 async for response in replies:
+                    if call is not None:
+                        call.record.observe_reply(response)
                     yield response
             except (asyncio.CancelledError, GeneratorExit):
                 outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here
+                error = exc
                 await _handle_exception(exc, context, method, outcome)
             finally:
                 await replies.aclose()
-                self._finish(method, outcome, started)
+                self._finish(call, method, outcome, error, started)
 
         return stream
 

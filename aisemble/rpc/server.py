@@ -13,6 +13,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
 
 from aisemble.config.mesh import MeshConfig, listen_address
 from aisemble.config.security import address_is_loopback
@@ -21,9 +22,9 @@ from aisemble.hosting.follower import follow_registry_hooks
 from aisemble.hosting.host import ModelHost
 from aisemble.rpc.client import Peer, server_keepalive_options
 from aisemble.rpc.client import registry_target as registry_target_of
-from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorAndMetricsInterceptor, RequestValidationInterceptor
+from aisemble.rpc.interceptors import CallLimitInterceptor, ErrorsAndTelemetryInterceptor, RequestValidationInterceptor
 from aisemble.rpc.metrics import RpcMetrics, serve_metrics
-from aisemble.rpc.telemetry import configure_tracing
+from aisemble.rpc.telemetry import configure_tracing, tracing_on
 from aisemble.rpc.tls import registry_peer as registry_peer_of
 
 __all__ = [
@@ -110,13 +111,13 @@ class AisembleServer:
         self._stopped = asyncio.Event()
 
     def _build(self) -> aio.Server:
-        interceptors: list[aio.ServerInterceptor] = []
-        if configure_tracing(self.config.name) != "none":
-            from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-            interceptors.append(aio_server_interceptor())
-        interceptors.append(ErrorAndMetricsInterceptor(self.metrics))
-        self.limits = CallLimitInterceptor(self.config.max_concurrent_rpcs, self.config.max_concurrent_streams)
+        configure_tracing(self.config.name)
+        interceptors: list[aio.ServerInterceptor] = [ErrorsAndTelemetryInterceptor(self.metrics)]
+        self.limits = call_limits = CallLimitInterceptor(
+            self.config.max_concurrent_rpcs, self.config.max_concurrent_streams
+        )
+        self.metrics.track_in_flight("unary", lambda: call_limits.unary_in_flight)
+        self.metrics.track_in_flight("stream", lambda: call_limits.streams_in_flight)
         # Requests are checked last: after the limits and the gateway's auth, inside the error mapping.
         interceptors += [self.limits, *self.config.interceptors, RequestValidationInterceptor()]
         options = [
@@ -241,10 +242,12 @@ async def start_health_listener(servicer: health.aio.HealthServicer, address: st
 
 
 def request_context(context: aio.ServicerContext) -> RequestContext:
-    """The backend-facing view of an RPC: its deadline (monotonic) and a cancellation flag set when it ends."""
+    """The backend-facing view of an RPC: its deadline (monotonic), a cancellation flag set when it ends, and its
+    trace context (for spans recorded off the event loop)."""
     remaining = context.time_remaining()
     ctx = RequestContext(
         deadline=None if remaining is None else time.monotonic() + max(0.0, remaining),
+        trace=otel_context.get_current() if tracing_on() else None,
     )
     context.add_done_callback(lambda _call: ctx.cancelled.set())
     return ctx

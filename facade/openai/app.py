@@ -39,6 +39,7 @@ from facade.openai.translation import (
     model_list,
 )
 from facade.openai.upstream import DEFAULT_TIMEOUT_S, CallOptions, GatewayClient, list_all_models
+from facade.tracing import TraceRequests
 
 __all__ = ["build_app"]
 
@@ -254,7 +255,7 @@ def build_app(
             Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
             *console_routes(gateway),
         ],
-        middleware=[Middleware(BodyLimit, max_bytes=max_message_bytes)],
+        middleware=[Middleware(TraceRequests), Middleware(BodyLimit, max_bytes=max_message_bytes)],
         exception_handlers={
             OpenAIError: _openai_error,
             grpc.aio.AioRpcError: _status_error,

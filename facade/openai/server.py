@@ -20,6 +20,7 @@ from aisemble.config.schema import ConfigError
 from aisemble.config.security import address_is_loopback
 from aisemble.rpc.client import target_for
 from aisemble.rpc.server import start_health_listener
+from aisemble.rpc.telemetry import configure_tracing
 from aisemble.rpc.tls import gateway_peer
 from facade.openai.app import build_app
 
@@ -111,6 +112,7 @@ def run(address: str, mesh: MeshConfig, health_port: int = -1, metrics_port: int
             "gateway answers callers without a key while no user key exists: bind 127.0.0.1, or put the mesh "
             "beyond loopback in mesh.yaml (the gateway then requires keys)"
         )
+    configure_tracing("http")
     server = http_server(app_for(mesh), address, mesh.grace_s)
 
     async def serve() -> None:

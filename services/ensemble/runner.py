@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from aisemble.common.v1 import common_pb2
 from aisemble.ensemble.v1 import ensemble_service_pb2 as pb
@@ -17,6 +18,7 @@ from aisemble.errors import Code, UnavailableError
 from aisemble.llm.v1 import llm_service_pb2_grpc
 from aisemble.nlp.v1 import nlp_service_pb2_grpc
 from aisemble.rpc.client import PLAINTEXT, CallFailure, Deadline, Peer, call_failure, open_channel
+from aisemble.rpc.telemetry import span
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.strategies import Success, combine, confidence
 
@@ -103,11 +105,14 @@ class EnsembleRunner:
         own.CopyFrom(request)
         own.model = member.model
         started = time.perf_counter()
-        try:
-            result = await self._calls[kind](own, timeout=deadline.timeout(member.timeout_s), metadata=metadata)
-            return member, result, time.perf_counter() - started, None
-        except (TimeoutError, grpc.aio.AioRpcError) as exc:
-            return member, None, time.perf_counter() - started, exc
+        with span("ensemble.member", SpanKind.CLIENT, **{"aisemble.model": member.model}) as calling:
+            try:
+                result = await self._calls[kind](own, timeout=deadline.timeout(member.timeout_s), metadata=metadata)
+                return member, result, time.perf_counter() - started, None
+            except (TimeoutError, grpc.aio.AioRpcError) as exc:
+                code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
+                calling.set_status(Status(StatusCode.ERROR, code))
+                return member, None, time.perf_counter() - started, exc
 
     async def run(
         self, plan: EnsemblePlan, deadline: Deadline, metadata: Sequence[tuple[str, str]] = ()

@@ -22,6 +22,7 @@ from aisemble.errors import (
     UnavailableError,
 )
 from aisemble.resolution import AUTO
+from aisemble.rpc.telemetry import current_trace_context
 from aisemble.store.model_store import ModelStore
 from services.finetune.examples import Example, checked_examples, examples_sha256, split_examples
 from services.finetune.hyperparameters import resolve_hyperparameters
@@ -114,6 +115,7 @@ class JobIntake:
                 created_at=time.time(),
                 base_spec=model_to_mapping(checked.base),
                 labels=checked.labels,
+                trace_context=current_trace_context(),
             )
             await asyncio.to_thread(self.workspace.write_examples, job_id, checked.train, checked.validation)
             self.tracker.record(job, StateChange(None, JobState.QUEUED, "queued"), new=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from aisemble.config.models import ModelSpec, model_from_mapping
 from aisemble.errors import AisembleError, AlreadyExistsError, InternalError, UnavailableError
+from aisemble.rpc.telemetry import context_from_carrier, span
 from aisemble.store.builder import PrepareAction, StoreBuilder
 from aisemble.store.errors import StoreError
 from aisemble.store.model_store import ModelStore
@@ -264,6 +265,12 @@ class ResultPublisher:
             delay = min(delay * 2, self.limits.publish_retry_max_delay_s)
 
     async def _register(self, job: Job, spec: ModelSpec) -> None:
+        assert self.registry is not None
+        parent = context_from_carrier(job.trace_context)
+        with span("finetune.publish", parent=parent, aisemble_model=spec.name, aisemble_job_id=job.job_id):
+            await self._register_in_registry(job, spec)
+
+    async def _register_in_registry(self, job: Job, spec: ModelSpec) -> None:
         assert self.registry is not None
         try:
             await self.registry.register(spec)

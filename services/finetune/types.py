@@ -212,6 +212,9 @@ class Job:
     registered_model_name: str = ""
     attempts: int = 0
     """How many times a worker was started for this job."""
+    trace_context: dict[str, str] = field(default_factory=dict)
+    """The W3C trace context (traceparent, tracestate) of the call that created the job: its publication (the
+    registry call) is traced in the same trace."""
 
     @property
     def terminal(self) -> bool:

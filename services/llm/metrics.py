@@ -1,10 +1,11 @@
-"""Prometheus figures of the LLM service per model: generations running, tokens generated, continuous batching."""
+"""Prometheus figures of the LLM service per model: generations running, tokens generated, continuous batching (batch
+sizes, queue depth and wait, first-token time, prefix reuse)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from aisemble.hosting.host import ModelHost
@@ -34,10 +35,21 @@ class LlmCollector(Collector):
         tokens = CounterMetricFamily(
             "aisemble_llm_batch_tokens", "Tokens decoded in batched steps (steps x batch size).", labels=["model"]
         )
-        first_token = SummaryMetricFamily(
+        first_token = HistogramMetricFamily(
             "aisemble_llm_time_to_first_token_seconds",
             "From joining the batcher's queue to the first token.",
             labels=["model"],
+        )
+        batch_size = HistogramMetricFamily(
+            "aisemble_llm_batch_size", "Sequences in each batched decoding step.", labels=["model"]
+        )
+        queue_wait = HistogramMetricFamily(
+            "aisemble_llm_queue_wait_seconds",
+            "From joining the batcher's queue to the start of the prefill.",
+            labels=["model"],
+        )
+        prefix_hits = CounterMetricFamily(
+            "aisemble_llm_prefix_cache_hits", "Prompts that started from a cached prefix.", labels=["model"]
         )
         for name, hosted in list(self.host.models.items()):
             backend = hosted.backend
@@ -56,5 +68,19 @@ class LlmCollector(Collector):
             waiting.add_metric([name], batcher.waiting)
             steps.add_metric([name], stats.steps)
             tokens.add_metric([name], stats.batched_tokens)
-            first_token.add_metric([name], stats.first_tokens, stats.first_token_seconds)
-        yield from (active, generated, running, waiting, steps, tokens, first_token)
+            stats.first_token_times.add_to(first_token, [name])
+            stats.batch_sizes.add_to(batch_size, [name])
+            stats.queue_waits.add_to(queue_wait, [name])
+            prefix_hits.add_metric([name], stats.prefix_hits)
+        yield from (
+            active,
+            generated,
+            running,
+            waiting,
+            steps,
+            tokens,
+            first_token,
+            batch_size,
+            queue_wait,
+            prefix_hits,
+        )

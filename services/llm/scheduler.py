@@ -15,9 +15,12 @@ import numpy as np
 
 from aisemble.errors import ResourceExhaustedError
 from aisemble.hosting.backend import RequestContext
+from aisemble.hosting.figures import BATCH_SIZE_BUCKETS, QUEUE_WAIT_BUCKETS, TOKEN_LATENCY_BUCKETS, Buckets
+from aisemble.rpc.telemetry import now_ns
 from services.llm.prefix_cache import PrefixCache, PrefixHit
 from services.llm.sequence import SequenceOutput
 from services.llm.structured import OutputConstraint
+from services.llm.timeline import Timeline
 from services.llm.types import FinishReason, GenerationChunk, GenerationRequest
 
 if TYPE_CHECKING:  # the engine makes its batchers: a type-only import, no cycle at run time
@@ -65,6 +68,10 @@ class SchedulerStats:
     first_token_seconds: float = 0.0
     prefix_hits: int = 0  # prompts that started from a cached prefix, and the tokens it saved
     prefix_tokens_reused: int = 0
+    # Histograms for Prometheus: decode batch sizes, queue waits (submit to prefill), first-token times.
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
+    queue_waits: Buckets = field(default_factory=lambda: Buckets(QUEUE_WAIT_BUCKETS))
+    first_token_times: Buckets = field(default_factory=lambda: Buckets(TOKEN_LATENCY_BUCKETS))
 
 
 @dataclass
@@ -79,6 +86,7 @@ class _Sequence:
     cache_length: int = 0  # true (unpadded) length of this sequence's cache
     first_token_seen: bool = False
     partial_kv: Any = None  # the cache of a long prompt while it is prefilled chunk by chunk
+    timeline: Timeline | None = None  # while the call is traced: when each step happened, for its spans
 
     @property
     def budget(self) -> int:
@@ -141,6 +149,7 @@ class ContinuousBatcher:
             ),
             enqueued_at=time.perf_counter(),
             adapter=adapter,
+            timeline=None if ctx.trace is None else Timeline(ctx.trace, now_ns()),
         )
         with self._condition:
             free_slots = self.limits.max_batch_size - len(self._running) - (self._prefilling is not None)
@@ -283,15 +292,19 @@ class ContinuousBatcher:
             if hit is None:
                 fresh.append(sequence)
                 continue
+            started = self._admitted([sequence])
             try:
                 logits, kv = self._extend_from(sequence, hit)
             except Exception as exc:  # this arrival fails; the others and the running batch are untouched
                 log.exception("prefilling after a cached prefix failed")
                 sequence.emit(exc)
                 continue
+            if sequence.timeline is not None:
+                sequence.timeline.prefilled(started, now_ns(), 1, hit.length)
             self._join([sequence], logits[None, :], kv)
         if not fresh:
             return
+        started = self._admitted(fresh)
         try:
             logits, kv = self.model.prefill([s.input_ids for s in fresh], [s.adapter for s in fresh])
         except Exception as exc:  # the arrivals fail; the running batch is untouched
@@ -299,11 +312,22 @@ class ContinuousBatcher:
             for sequence in fresh:
                 sequence.emit(exc)
             return
+        ended = now_ns()
+        for sequence in fresh:
+            if sequence.timeline is not None:
+                sequence.timeline.prefilled(started, ended, len(fresh))
         self.stats.prefills += 1
         self.stats.max_prefill_seen = max(self.stats.max_prefill_seen, len(fresh))
         for sequence in fresh:
             sequence.cache_length = len(sequence.input_ids)
         self._join(fresh, logits, kv)
+
+    def _admitted(self, sequences: list[_Sequence]) -> int:
+        """Sequences leave the queue for their prefill: their wait is counted; returns the time (for spans)."""
+        now = time.perf_counter()
+        for sequence in sequences:
+            self.stats.queue_waits.observe(now - sequence.enqueued_at)
+        return now_ns()
 
     def _extend_from(self, sequence: _Sequence, hit: PrefixHit) -> tuple[np.ndarray, Any]:
         """Run the rest of a prompt after its cached prefix (a copy of it: the cache entry stays as it is)."""
@@ -319,7 +343,9 @@ class ContinuousBatcher:
         if self._finish_if_cancelled(sequence):
             self._prefilling = sequence.partial_kv = None
             return
+        started = now_ns()
         if sequence.partial_kv is None:  # the first chunk: start after a cached prefix if there is one
+            self._admitted([sequence])
             hit = self.prefix_cache.lookup(sequence.adapter, sequence.input_ids)
             if hit is not None:
                 sequence.partial_kv = self.model.kv_copy(hit.kv, 0, 0, hit.length)
@@ -337,6 +363,8 @@ class ContinuousBatcher:
             return
         sequence.cache_length += len(chunk)
         self.stats.prefill_chunks += 1
+        if sequence.timeline is not None:
+            sequence.timeline.prefilled(started, now_ns(), 1)
         if sequence.cache_length < len(sequence.input_ids):
             return
         kv, sequence.partial_kv = sequence.partial_kv, None
@@ -369,15 +397,23 @@ class ContinuousBatcher:
             sequence.first_token_seen = True
             waited = time.perf_counter() - sequence.enqueued_at
             self.stats.time_to_first_token.append(waited)
+            self.stats.first_token_times.observe(waited)
             self.stats.first_tokens += 1
             self.stats.first_token_seconds += waited
         chunk = sequence.output.accept(logits)
         if chunk is not None:
             sequence.emit(chunk)
-        return sequence.output.finished
+        finished = sequence.output.finish_reason
+        if finished is not None and sequence.timeline is not None:
+            sequence.timeline.record(len(sequence.input_ids), sequence.output.output_tokens, finished)
+            sequence.timeline = None
+        return finished is not None
 
     def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
         sequence.emit(sequence.output.finish(reason))
+        if sequence.timeline is not None:
+            sequence.timeline.record(len(sequence.input_ids), sequence.output.output_tokens, reason)
+            sequence.timeline = None
 
     def _step(self) -> None:
         running = self._running
@@ -394,6 +430,7 @@ class ContinuousBatcher:
         )
         self.stats.steps += 1
         self.stats.batched_tokens += len(running)
+        self.stats.batch_sizes.observe(len(running))
         self._kv, self._kv_length = kv, length + 1
         finished: list[int] = []
         for row, sequence in enumerate(running):

@@ -10,6 +10,7 @@ from aisemble.hosting.host import ModelHost
 from aisemble.nlp.v1 import nlp_service_pb2, nlp_service_pb2_grpc
 from aisemble.rpc.server import AisembleServer, ServerConfig, ServiceBinding, model_service_server
 from aisemble.store.model_store import ModelStore
+from services.nlp.metrics import NlpCollector
 from services.nlp.runner import NlpLimits, NlpRunner
 from services.nlp.servicer import NlpServicer
 
@@ -33,4 +34,6 @@ def build_server(
     host = ModelHost.for_service("nlp", models, store)
     runner = NlpRunner(host, limits)
     binding = ServiceBinding(SERVICE_NAME, NlpServicer(runner), nlp_service_pb2_grpc.add_NlpServiceServicer_to_server)
-    return model_service_server(config, "nlp", host, [binding], mesh, registry_target, on_stop=[runner.close])
+    server = model_service_server(config, "nlp", host, [binding], mesh, registry_target, on_stop=[runner.close])
+    server.metrics.registry.register(NlpCollector(runner))
+    return server

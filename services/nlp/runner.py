@@ -172,6 +172,10 @@ class NlpRunner:
             self.host, model, rpc, service="nlp", zero_shot=zero_shot, preferred=self.limits.default_models
         )
 
+    def batchers(self) -> dict[str, DynamicBatcher[Any, Any]]:
+        """The batchers made so far, by model (for the metrics)."""
+        return {name: state.batcher for name, state in list(self._models.items()) if state.batcher is not None}
+
     def batcher(self, model: str) -> DynamicBatcher[Any, Any]:
         """The batcher of a hosted model (made on first use, on the running event loop)."""
         state = self._current(self.host.spec(model))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -16,6 +17,7 @@ from aisemble.hosting.backend import RequestContext
 from aisemble.hosting.host import ModelHost
 from aisemble.inputs.images import ImageInput, ImageLimits, encode_png, load_image
 from aisemble.resolution import Resolved, Rpc, auto_task, resolve_hosted
+from aisemble.rpc.telemetry import span
 from services.vision.answers import (
     ClassifyImageAnswer,
     DetectAnswer,
@@ -96,7 +98,7 @@ class VisionRunner:
         resolved = self._resolve(call.model, Rpc.DETECT)
         params = self._detection_params(resolved, call.overrides)
         result: DetectionResult = await self._unary(
-            lambda: resolved.backend.run(DetectionRequest(self._load(call.image), params), ctx), ctx
+            lambda: self._infer(resolved, DetectionRequest(self._load(call.image), params), ctx), ctx
         )
         return DetectAnswer(resolved, result)
 
@@ -104,7 +106,7 @@ class VisionRunner:
         """Decode and read the text."""
         resolved = self._resolve(call.model, Rpc.RECOGNIZE)
         result: OcrResult = await self._unary(
-            lambda: resolved.backend.run(OcrRequest(self._load(call.image)), ctx), ctx
+            lambda: self._infer(resolved, OcrRequest(self._load(call.image)), ctx), ctx
         )
         return RecognizeAnswer(resolved, result)
 
@@ -112,7 +114,7 @@ class VisionRunner:
         """Decode and classify."""
         resolved = self._resolve(call.model, Rpc.CLASSIFY_IMAGE)
         result: ClassificationResult = await self._unary(
-            lambda: resolved.backend.run(ClassificationRequest(self._load(call.image), call.top_k), ctx), ctx
+            lambda: self._infer(resolved, ClassificationRequest(self._load(call.image), call.top_k), ctx), ctx
         )
         return ClassifyImageAnswer(resolved, result)
 
@@ -122,7 +124,7 @@ class VisionRunner:
         params = self._detection_params(resolved, call.overrides)
 
         def work() -> SegmentAnswer:
-            result: SegmentationResult = resolved.backend.run(SegmentationRequest(self._load(call.image), params), ctx)
+            result: SegmentationResult = self._infer(resolved, SegmentationRequest(self._load(call.image), params), ctx)
             pngs = tuple(encode_png(obj.mask.astype(np.uint8) * np.uint8(255)) for obj in result.objects)
             return SegmentAnswer(resolved, result, pngs)
 
@@ -131,7 +133,7 @@ class VisionRunner:
     async def generate(self, call: GenerateImageCall, ctx: RequestContext) -> GenerateImageAnswer:
         """Generate images (a remote call, in a worker thread like the rest)."""
         resolved = self._resolve(call.model, Rpc.GENERATE_IMAGE)
-        result: ImageGenerationResult = await self._unary(lambda: resolved.backend.run(call.request, ctx), ctx)
+        result: ImageGenerationResult = await self._unary(lambda: self._infer(resolved, call.request, ctx), ctx)
         return GenerateImageAnswer(resolved, result)
 
     # --- streams ---
@@ -143,10 +145,13 @@ class VisionRunner:
 
             async def process(frame: Frame) -> DetectionResult:
                 try:
-                    return await self._in_thread(
-                        lambda: resolved.backend.run(DetectionRequest(self._load(frame.image, "frame"), params), ctx),
-                        ctx,
-                    )
+                    with span("vision.frame", **{"aisemble.frame.index": frame.index}):
+                        return await self._in_thread(
+                            lambda: self._infer(
+                                resolved, DetectionRequest(self._load(frame.image, "frame"), params), ctx
+                            ),
+                            ctx,
+                        )
                 except InvalidArgumentError as exc:  # say which frame was bad
                     exc.message = f"frame_index {frame.index}: {exc.message}"
                     exc.metadata["frame_index"] = str(frame.index)
@@ -197,8 +202,19 @@ class VisionRunner:
         )
 
     # --- plumbing ---
+    @staticmethod
+    def _infer(resolved: Resolved, request: Any, ctx: RequestContext) -> Any:
+        """The model's run, as an inference span."""
+        with span("vision.inference", **{"aisemble.model": resolved.spec.name}):
+            return resolved.backend.run(request, ctx)
+
     def _load(self, image: ImageInput, field_path: str = "image") -> Any:
-        return load_image(image, self.images, field_path)
+        with span("image.decode") as decoding:
+            loaded = load_image(image, self.images, field_path)
+            shape = getattr(loaded, "shape", ())
+            if len(shape) >= 2:
+                decoding.set_attributes({"aisemble.image.height": int(shape[0]), "aisemble.image.width": int(shape[1])})
+            return loaded
 
     async def _unary(self, work: Callable[[], T], ctx: RequestContext) -> T:
         async with self.admission.slot():
@@ -206,7 +222,8 @@ class VisionRunner:
 
     async def _in_thread(self, work: Callable[[], T], ctx: RequestContext) -> T:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, work)
+        # The call's context goes with the work: its decode and inference spans are children of the call's.
+        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, work)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
