@@ -25,6 +25,7 @@ from aisemble.rpc.server import ServerConfig
 from aisemble.rpc.telemetry import install_tracing, uninstall_tracing
 from aisemble.vision.v1 import vision_service_pb2_grpc
 from services.ensemble.app import build_server as build_ensemble
+from tests.deploy.test_observability_assets import EXPORTED_METRICS
 from tests.integration.conftest import LLM_MODELS, build_gateway, mesh_for, wait_serving, write_registry
 from tests.integration.test_vision_stream import FAST, _frames, _send
 
@@ -233,6 +234,10 @@ async def test_the_gateway_and_the_service_count_each_model_request(mesh, llm, c
         assert _value(text, "process_threads") >= 2
         assert "aisemble_calls_in_flight" in text
     assert "aisemble_batcher_queued" not in after[service]  # a family of the NLP service only
+    # Every metric the dashboard and the alerts read from these two processes is exported by them.
+    for where, exported in ((gateway, _names(after[gateway])), (service, _names(after[service]))):
+        wanted = EXPORTED_METRICS - _OTHER_PROCESSES[where]
+        assert wanted <= exported, f"not exported: {sorted(wanted - exported)}"
     # One access line per call at the gateway, with its request id, model, code and tokens; no prompt text.
     lines = [r for r in caplog.records if r.name == ACCESS_LOGGER and getattr(r, "model", "") == MODEL]
     assert len(lines) >= 8  # 5 calls at the gateway, 3 or 4 at the service
@@ -241,6 +246,28 @@ async def test_the_gateway_and_the_service_count_each_model_request(mesh, llm, c
     refused = [r for r in lines if r.code == "INVALID_ARGUMENT"]
     assert refused and all(r.request_id for r in refused)
     assert all("Count to ten" not in json.dumps(r.__dict__, default=str) for r in lines)
+
+
+#: Families of the dashboard that the gateway (0) and the LLM service (1) do not export.
+_NLP_AND_SUPERVISOR = {"aisemble_batcher_batch_size", "aisemble_batcher_queued"} | {
+    "aisemble_process_restarts_total",
+    "aisemble_process_up",
+}
+_OTHER_PROCESSES = {
+    0: _NLP_AND_SUPERVISOR | {n for n in EXPORTED_METRICS if n.startswith("aisemble_llm_")},
+    1: _NLP_AND_SUPERVISOR | {"aisemble_model_cache_hits_total", "aisemble_model_cache_misses_total"},
+}
+
+
+def _names(text: str) -> set[str]:
+    """The metric names of a scrape, as the dashboard names them (histograms without their suffixes)."""
+    found = set()
+    for line in text.splitlines():
+        match = re.match(r"^# TYPE (\S+) (\w+)", line)
+        if match:
+            name, kind = match.groups()
+            found.add(name + "_total" if kind == "counter" and not name.endswith("_total") else name)
+    return found
 
 
 def _serve_metrics(server) -> int:
