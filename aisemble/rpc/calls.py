@@ -53,6 +53,24 @@ class CallRecord:
             if count > 0:
                 self.tokens_arrived(count)
 
+    def facts(self) -> dict[str, Any]:
+        """What the call did, by plain name, leaving out what did not happen (for its span and access line)."""
+        facts: dict[str, Any] = {}
+        for name in ("model", "selection_reason", "cache"):
+            if getattr(self, name):
+                facts[name] = getattr(self, name)
+        if self.prompt_tokens or self.output_tokens:
+            facts["prompt_tokens"], facts["output_tokens"] = self.prompt_tokens, self.output_tokens
+        if self.cost:
+            facts["cost"] = float(f"{self.cost:.6g}")
+        if self.finish_reason:
+            facts["finish_reason"] = self.finish_reason
+        if self.first_token_s is not None:
+            facts["first_token_ms"] = round(self.first_token_s * 1000, 3)
+        if self.replies > 1:
+            facts["replies"] = self.replies
+        return facts
+
     def tokens_arrived(self, count: int) -> None:
         """`count` tokens were sent now."""
         now = time.perf_counter()

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from aisemble.errors import AisembleError, InvalidArgumentError, ResourceExhaustedError
 from aisemble.rpc.calls import CallRecord, current_call, enter_call, leave_call
@@ -197,7 +197,7 @@ class _ObservedCall:
         metadata = context.invocation_metadata() or ()
         self.interceptor = interceptor
         self.context = context
-        span = INVALID_SPAN
+        span: Span = INVALID_SPAN
         if tracing_on():
             service, _, name = method.lstrip("/").partition("/")
             span = start_span(
@@ -223,23 +223,24 @@ class _ObservedCall:
             log_call(record, outcome.code, seconds, self.context.peer() or "")
 
 
+#: Span attribute names of CallRecord.facts() (OpenTelemetry's gen_ai conventions where they have one).
+_SPAN_ATTRIBUTES = {
+    "model": "aisemble.model",
+    "selection_reason": "aisemble.selection.reason",
+    "cache": "aisemble.cache",
+    "prompt_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cost": "aisemble.cost",
+    "finish_reason": "gen_ai.response.finish_reasons",
+    "first_token_ms": "aisemble.first_token_ms",
+    "replies": "aisemble.replies",
+}
+
+
 def _span_facts(record: CallRecord) -> dict[str, Any]:
     facts: dict[str, Any] = {"aisemble.request_id": record.request_id}
-    if record.model:
-        facts["aisemble.model"] = record.model
-    if record.selection_reason:
-        facts["aisemble.selection.reason"] = record.selection_reason
-    if record.cache:
-        facts["aisemble.cache"] = record.cache
-    if record.prompt_tokens or record.output_tokens:
-        facts["gen_ai.usage.input_tokens"] = record.prompt_tokens
-        facts["gen_ai.usage.output_tokens"] = record.output_tokens
-    if record.cost:
-        facts["aisemble.cost"] = record.cost
-    if record.finish_reason:
-        facts["gen_ai.response.finish_reasons"] = (record.finish_reason,)
-    if record.replies > 1:
-        facts["aisemble.replies"] = record.replies
+    for name, value in record.facts().items():
+        facts[_SPAN_ATTRIBUTES[name]] = (value,) if name == "finish_reason" else value
     return facts
 
 

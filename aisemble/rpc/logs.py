@@ -50,13 +50,14 @@ class CallIdsFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             call = current_call()
-            record.request_id = call.request_id if call is not None else ""
+            record.request_id = call.request_id if call is not None else ""  # type: ignore[attr-defined]
         if not hasattr(record, "trace_id"):
-            record.trace_id, record.span_id = current_ids()
-        ids = [f"request_id={record.request_id}"] if record.request_id else []
-        if record.trace_id:
-            ids.append(f"trace_id={record.trace_id}")
-        record.call_ids = f" [{' '.join(ids)}]" if ids else ""
+            record.trace_id, record.span_id = current_ids()  # type: ignore[attr-defined]
+        request_id, trace_id = getattr(record, "request_id", ""), getattr(record, "trace_id", "")
+        ids = [f"request_id={request_id}"] if request_id else []
+        if trace_id:
+            ids.append(f"trace_id={trace_id}")
+        record.call_ids = f" [{' '.join(ids)}]" if ids else ""  # type: ignore[attr-defined]
         return True
 
 
@@ -115,20 +116,7 @@ def log_call(record: CallRecord, code: str, seconds: float, peer: str = "") -> N
         "trace_id": trace_id,
         "span_id": span_id,
     }
-    if record.model:
-        fields["model"] = record.model
-    if record.selection_reason:
-        fields["selection_reason"] = record.selection_reason
-    if record.cache:
-        fields["cache"] = record.cache
-    if record.prompt_tokens or record.output_tokens:
-        fields["prompt_tokens"], fields["output_tokens"] = record.prompt_tokens, record.output_tokens
-    if record.cost:
-        fields["cost"] = float(f"{record.cost:.6g}")
-    if record.finish_reason:
-        fields["finish_reason"] = record.finish_reason
-    if record.first_token_s is not None:
-        fields["first_token_ms"] = round(record.first_token_s * 1000, 3)
+    fields.update(record.facts())
     if peer:
         fields["peer"] = peer
     if record.request is not None:

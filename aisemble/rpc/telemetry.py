@@ -162,15 +162,18 @@ def end_span(target: Span, error: BaseException | None = None, code: str | None 
 
 @contextlib.contextmanager
 def span(
-    name: str, kind: SpanKind = SpanKind.INTERNAL, parent: otel_context.Context | None = None, **attributes: Any
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A span around a block, current inside it, child of `parent` (default: the current span); an exception
-    marks it as an error. Attribute names may be given with '_' for '.' (aisemble_model: aisemble.model)."""
+    marks it as an error."""
     if _provider is None:
         yield trace.INVALID_SPAN
         return
-    named = {key.replace("_", ".", 1) if key.startswith("aisemble_") else key: v for key, v in attributes.items()}
-    started = _tracer.start_span(name, context=parent, kind=kind, attributes=named or None)
+    started = _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
     token = otel_context.attach(trace.set_span_in_context(started))
     error: BaseException | None = None
     try:

@@ -105,7 +105,7 @@ class EnsembleRunner:
         own.CopyFrom(request)
         own.model = member.model
         started = time.perf_counter()
-        with span("ensemble.member", SpanKind.CLIENT, **{"aisemble.model": member.model}) as calling:
+        with span("ensemble.member", {"aisemble.model": member.model}, kind=SpanKind.CLIENT) as calling:
             try:
                 result = await self._calls[kind](own, timeout=deadline.timeout(member.timeout_s), metadata=metadata)
                 return member, result, time.perf_counter() - started, None

@@ -267,7 +267,7 @@ class ResultPublisher:
     async def _register(self, job: Job, spec: ModelSpec) -> None:
         assert self.registry is not None
         parent = context_from_carrier(job.trace_context)
-        with span("finetune.publish", parent=parent, aisemble_model=spec.name, aisemble_job_id=job.job_id):
+        with span("finetune.publish", {"aisemble.model": spec.name, "aisemble.job_id": job.job_id}, parent=parent):
             await self._register_in_registry(job, spec)
 
     async def _register_in_registry(self, job: Job, spec: ModelSpec) -> None:

@@ -401,16 +401,22 @@ class ContinuousBatcher:
             self.stats.first_tokens += 1
             self.stats.first_token_seconds += waited
         chunk = sequence.output.accept(logits)
+        finished = sequence.output.finish_reason
+        if finished is not None:
+            self._record_timeline(sequence, finished)
         if chunk is not None:
             sequence.emit(chunk)
-        finished = sequence.output.finish_reason
-        if finished is not None and sequence.timeline is not None:
-            sequence.timeline.record(len(sequence.input_ids), sequence.output.output_tokens, finished)
-            sequence.timeline = None
         return finished is not None
 
     def _finish(self, sequence: _Sequence, reason: FinishReason) -> None:
-        sequence.emit(sequence.output.finish(reason))
+        last = sequence.output.finish(reason)
+        self._record_timeline(sequence, sequence.output.finish_reason or reason)
+        sequence.emit(last)
+
+    @staticmethod
+    def _record_timeline(sequence: _Sequence, reason: FinishReason) -> None:
+        """A traced sequence's spans, recorded before its last chunk goes out: the caller's trace is whole by
+        the time the caller has the reply."""
         if sequence.timeline is not None:
             sequence.timeline.record(len(sequence.input_ids), sequence.output.output_tokens, reason)
             sequence.timeline = None

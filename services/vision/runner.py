@@ -145,7 +145,7 @@ class VisionRunner:
 
             async def process(frame: Frame) -> DetectionResult:
                 try:
-                    with span("vision.frame", **{"aisemble.frame.index": frame.index}):
+                    with span("vision.frame", {"aisemble.frame.index": frame.index}):
                         return await self._in_thread(
                             lambda: self._infer(
                                 resolved, DetectionRequest(self._load(frame.image, "frame"), params), ctx
@@ -205,13 +205,13 @@ class VisionRunner:
     @staticmethod
     def _infer(resolved: Resolved, request: Any, ctx: RequestContext) -> Any:
         """The model's run, as an inference span."""
-        with span("vision.inference", **{"aisemble.model": resolved.spec.name}):
+        with span("vision.inference", {"aisemble.model": resolved.spec.name}):
             return resolved.backend.run(request, ctx)
 
     def _load(self, image: ImageInput, field_path: str = "image") -> Any:
         with span("image.decode") as decoding:
             loaded = load_image(image, self.images, field_path)
-            shape = getattr(loaded, "shape", ())
+            shape: tuple[int, ...] = getattr(loaded, "shape", ())
             if len(shape) >= 2:
                 decoding.set_attributes({"aisemble.image.height": int(shape[0]), "aisemble.image.width": int(shape[1])})
             return loaded

@@ -274,3 +274,107 @@ def _serve_metrics(server) -> int:
     from aisemble.rpc.metrics import serve_metrics
 
     return serve_metrics(server.metrics, "127.0.0.1", 0)
+
+
+async def test_an_http_request_through_the_facade_is_one_trace(llm, nlp, registry, store, tmp_path, spans):
+    """The OpenAI-compatible facade honours the caller's traceparent header and passes its own span's context to
+    the gateway: HTTP span, gateway, LLM service and decode in one tree."""
+    from tests.integration.openai_fixtures import ONNX, started_facade_mesh
+
+    trace_id, caller_span, _ = _caller()
+    async with started_facade_mesh(llm, nlp, registry, store, tmp_path) as facade:
+        reply = await facade.client().chat.completions.create(
+            model=ONNX,
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=3,
+            extra_headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        )
+    assert reply.usage.completion_tokens >= 1
+    chat = "aisemble.llm.v1.LlmService/Chat"
+    found = await _trace(spans, trace_id, {"POST /v1/chat/completions", "llm.decode"})
+    http = _one(found, "POST /v1/chat/completions", parent=int(caller_span, 16))
+    assert http.attributes["http.response.status_code"] == 200
+    gateway = _one(found, chat, parent=http.context.span_id)
+    upstream = _one(found, f"upstream {chat}", parent=gateway.context.span_id)
+    service = _one(found, chat, parent=upstream.context.span_id)
+    assert _one(found, "llm.decode", parent=service.context.span_id).attributes["gen_ai.usage.output_tokens"] == (
+        reply.usage.completion_tokens
+    )
+
+
+async def test_a_mesh_process_exports_its_spans_over_otlp(tmp_path):
+    """`aisemble serve` with OTEL_TRACES_EXPORTER=otlp sends its spans to the OTLP endpoint of the standard
+    variables (a receiver this test runs), in the trace of the caller's traceparent."""
+    import os
+    import sys
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+    from tests.integration.conftest import free_port
+
+    received = []
+
+    class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+        async def Export(self, request, context):
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    receiver = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), receiver)
+    otlp_port = receiver.add_insecure_port("127.0.0.1:0")
+    await receiver.start()
+    address = f"127.0.0.1:{free_port()}"
+    (tmp_path / "mesh.yaml").write_text(
+        f"gateway: {{address: 127.0.0.1:0}}\nregistry: {{addresses: ['{address}']}}\nsecurity: {{mtls: false}}\n"
+    )
+    (tmp_path / "models.yaml").write_text("models: {}\n")
+    env = {
+        **os.environ,
+        "AISEMBLE_CONFIG_DIR": str(tmp_path),
+        "AISEMBLE_STATE_DIR": str(tmp_path / "state"),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "entrypoints.cli", "serve", "registry", "--metrics-port", "-1"),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    trace_id, caller_span, metadata = _caller()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+            await stub.ListModels(
+                registry_service_pb2.ListModelsRequest(), metadata=metadata, timeout=60, wait_for_ready=True
+            )
+
+        def exported():
+            for request in received:
+                for resource in request.resource_spans:
+                    names = {a.value.string_value for a in resource.resource.attributes if a.key == "service.name"}
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            if span.trace_id.hex() == trace_id:
+                                return names, span
+            return None
+
+        for _ in range(300):
+            if exported() is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        await receiver.stop(0)
+    found = exported()
+    assert found is not None, f"no span of the trace was exported; the process said: {stderr.decode()[-2000:]}"
+    names, span = found
+    assert names == {"aisemble-registry"}, stderr.decode()[-2000:]
+    assert span.name == "aisemble.registry.v1.ModelRegistryService/ListModels"
+    assert span.parent_span_id.hex() == caller_span
