@@ -164,8 +164,9 @@ class WrappingInterceptor(aio.ServerInterceptor):
         """A unary (or client-streaming) behaviour wrapped."""
         raise NotImplementedError
 
-    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
-        """A server-streaming (or bidirectional) behaviour wrapped."""
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """A server-streaming (or bidirectional) behaviour wrapped: an async generator function, or a coroutine
+        function that writes its replies with context.write()."""
         raise NotImplementedError
 
 
@@ -196,7 +197,7 @@ class _ObservedCall:
     def __init__(self, interceptor: ErrorsAndTelemetryInterceptor, method: str, context: aio.ServicerContext):
         metadata = context.invocation_metadata() or ()
         self.interceptor = interceptor
-        self.context = context
+        self.peer = context.peer() or ""  # read now: the call object may be gone by the time the call is finished
         span: Span = INVALID_SPAN
         if tracing_on():
             service, _, name = method.lstrip("/").partition("/")
@@ -220,7 +221,7 @@ class _ObservedCall:
         if self.interceptor.metrics is not None:
             self.interceptor.metrics.observe_call(record, outcome.code, seconds)
         if self.interceptor.access_log:
-            log_call(record, outcome.code, seconds, self.context.peer() or "")
+            log_call(record, outcome.code, seconds, self.peer)
 
 
 #: Span attribute names of CallRecord.facts() (OpenTelemetry's gen_ai conventions where they have one).
@@ -291,10 +292,13 @@ class ErrorsAndTelemetryInterceptor(WrappingInterceptor):
 
         return unary
 
-    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    def wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
         observed = not method.startswith(_UNOBSERVED)
 
-        async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: aio.ServicerContext) -> None:
+            # A coroutine that writes the replies, not a generator that yields them: gRPC drops a generator it
+            # stops reading (a cancelled call) unclosed, to be finalised later in some other task; a coroutine
+            # gets the call's cancellation here, in the call's own task, and closes the replies now.
             started, outcome = time.perf_counter(), _Outcome()
             call = _ObservedCall(self, method, context) if observed else None
             error: BaseException | None = None
@@ -305,8 +309,8 @@ class ErrorsAndTelemetryInterceptor(WrappingInterceptor):
                 async for response in replies:
                     if call is not None:
                         call.record.observe_reply(response)
-                    yield response
-            except (asyncio.CancelledError, GeneratorExit):
+                    await context.write(response)
+            except asyncio.CancelledError:
                 outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - every exception is mapped to a status here

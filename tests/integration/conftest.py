@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -38,6 +46,41 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class ServedProcess:
+    """An `aisemble serve` process of a test: its address, and what it wrote to stderr once it has stopped."""
+
+    def __init__(self, address: str, process: asyncio.subprocess.Process) -> None:
+        self.address, self.process, self.stderr = address, process, ""
+
+
+@contextlib.asynccontextmanager
+async def registry_process(folder: Path, **env: str) -> AsyncIterator[ServedProcess]:
+    """`aisemble serve registry` in its own process (plaintext, the shipped models.yaml, its state in `folder`),
+    stopped (SIGTERM) at the end; `env` adds to the environment. Yields once it is listening."""
+    address = f"127.0.0.1:{free_port()}"
+    (folder / "mesh.yaml").write_text(
+        f"gateway: {{address: 127.0.0.1:0}}\nregistry: {{addresses: ['{address}']}}\nsecurity: {{mtls: false}}\n"
+    )
+    shutil.copy(Path(__file__).parents[2] / "configs" / "models.yaml", folder / "models.yaml")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "entrypoints.cli", "serve", "registry", "--metrics-port", "-1"),
+        env={**os.environ, "AISEMBLE_CONFIG_DIR": str(folder), "AISEMBLE_STATE_DIR": str(folder / "state"), **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    served = ServedProcess(address, process)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            await asyncio.wait_for(channel.channel_ready(), timeout=60)
+        yield served
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        served.stderr = stderr.decode(errors="replace")
 
 
 def build_gateway(config, mesh, registry_path=None, store_root=None, registry_port=None, keys=None, **kwargs):

@@ -305,13 +305,10 @@ async def test_an_http_request_through_the_facade_is_one_trace(llm, nlp, registr
 async def test_a_mesh_process_exports_its_spans_over_otlp(tmp_path):
     """`aisemble serve` with OTEL_TRACES_EXPORTER=otlp sends its spans to the OTLP endpoint of the standard
     variables (a receiver this test runs), in the trace of the caller's traceparent."""
-    import os
-    import sys
-
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
     from aisemble.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
-    from tests.integration.conftest import free_port
+    from tests.integration.conftest import registry_process
 
     received = []
 
@@ -320,61 +317,41 @@ async def test_a_mesh_process_exports_its_spans_over_otlp(tmp_path):
             received.append(request)
             return trace_service_pb2.ExportTraceServiceResponse()
 
+    def exported():
+        for request in received:
+            for resource in request.resource_spans:
+                names = {a.value.string_value for a in resource.resource.attributes if a.key == "service.name"}
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        if span.trace_id.hex() == trace_id:
+                            return names, span
+        return None
+
     receiver = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), receiver)
     otlp_port = receiver.add_insecure_port("127.0.0.1:0")
     await receiver.start()
-    address = f"127.0.0.1:{free_port()}"
-    (tmp_path / "mesh.yaml").write_text(
-        f"gateway: {{address: 127.0.0.1:0}}\nregistry: {{addresses: ['{address}']}}\nsecurity: {{mtls: false}}\n"
-    )
-    (tmp_path / "models.yaml").write_text("models: {}\n")
-    env = {
-        **os.environ,
-        "AISEMBLE_CONFIG_DIR": str(tmp_path),
-        "AISEMBLE_STATE_DIR": str(tmp_path / "state"),
+    trace_id, caller_span, metadata = _caller()
+    otlp = {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "entrypoints.cli", "serve", "registry", "--metrics-port", "-1"),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    trace_id, caller_span, metadata = _caller()
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
-            await stub.ListModels(
-                registry_service_pb2.ListModelsRequest(), metadata=metadata, timeout=60, wait_for_ready=True
-            )
-
-        def exported():
-            for request in received:
-                for resource in request.resource_spans:
-                    names = {a.value.string_value for a in resource.resource.attributes if a.key == "service.name"}
-                    for scope in resource.scope_spans:
-                        for span in scope.spans:
-                            if span.trace_id.hex() == trace_id:
-                                return names, span
-            return None
-
-        for _ in range(300):
-            if exported() is not None:
-                break
-            await asyncio.sleep(0.1)
+        async with registry_process(tmp_path, **otlp) as registry:
+            async with grpc.aio.insecure_channel(registry.address) as channel:
+                stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+                await stub.ListModels(registry_service_pb2.ListModelsRequest(), metadata=metadata, timeout=30)
+            for _ in range(300):
+                if exported() is not None:
+                    break
+                await asyncio.sleep(0.1)
     finally:
-        if process.returncode is None:
-            process.terminate()
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         await receiver.stop(0)
     found = exported()
-    assert found is not None, f"no span of the trace was exported; the process said: {stderr.decode()[-2000:]}"
+    assert found is not None, f"no span of the trace was exported; the process said: {registry.stderr[-2000:]}"
     names, span = found
-    assert names == {"aisemble-registry"}, stderr.decode()[-2000:]
+    assert names == {"aisemble-registry"}, registry.stderr[-2000:]
     assert span.name == "aisemble.registry.v1.ModelRegistryService/ListModels"
     assert span.parent_span_id.hex() == caller_span

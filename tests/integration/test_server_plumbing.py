@@ -224,3 +224,24 @@ async def test_per_model_health_follows_loading(start_server):
     assert broken.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert overall.status == health_pb2.HealthCheckResponse.SERVING
     assert "weights missing" in host.models["broken"].error
+
+
+async def test_streams_cancelled_while_the_server_sends_leave_it_serving(tmp_path):
+    """A client that cancels a stream while the server is still sending (WatchModels with the current models,
+    two read, then cancel): the server's call ends in its own task, with no error and no crash (once, the
+    finished call's peer was read after the call was gone: a segfault)."""
+    from tests.integration.conftest import registry_process
+
+    async with registry_process(tmp_path) as registry:
+        async with grpc.aio.insecure_channel(registry.address) as channel:
+            stub = registry_service_pb2_grpc.ModelRegistryServiceStub(channel)
+            for _ in range(20):
+                call = stub.WatchModels(registry_service_pb2.WatchModelsRequest(send_current_models=True), timeout=10)
+                await call.read()
+                await call.read()
+                call.cancel()
+                listed = await stub.ListModels(registry_service_pb2.ListModelsRequest(), timeout=10)
+                assert listed.models
+        assert registry.process.returncode is None
+    assert registry.stderr.count("WatchModels code=CANCELLED") == 20, registry.stderr[-3000:]
+    assert " ERROR " not in registry.stderr and "Traceback" not in registry.stderr, registry.stderr[-3000:]
