@@ -169,6 +169,42 @@ async def test_an_ensemble_of_two_is_one_trace_through_the_gateway_twice(mesh, s
         _one(found, "llm.decode", parent=service.context.span_id)
 
 
+async def test_a_multimodal_analysis_is_one_trace_over_its_parts(vision, nlp, start_server, spans):
+    """MultimodalService.Analyze passes its span's context to every part it calls: detection and OCR at the
+    vision service, language (and mentions by meaning) at the NLP service, each a child of the Analyze span."""
+    from aisemble.common.v1 import common_pb2
+    from aisemble.multimodal.v1 import multimodal_service_pb2 as mpb
+    from aisemble.multimodal.v1 import multimodal_service_pb2_grpc
+    from services.multimodal.app import build_server as build_multimodal
+    from tests.assets.pictures import bus_jpg
+
+    server = build_multimodal(
+        ServerConfig(name="multimodal"),
+        None,
+        {},
+        vision_target=f"127.0.0.1:{vision[0].port}",
+        nlp_target=f"127.0.0.1:{nlp[0].port}",
+    )
+    analyzer = multimodal_service_pb2_grpc.MultimodalServiceStub(await start_server(server))
+    trace_id, caller_span, metadata = _caller()
+    request = mpb.AnalyzeRequest(image=common_pb2.Image(data=bus_jpg()), text="A bus in the street.")
+    reply = await analyzer.Analyze(request, metadata=metadata, timeout=60)
+    assert not reply.part_failures, reply.part_failures
+    analyze = "aisemble.multimodal.v1.MultimodalService/Analyze"
+    parts = {
+        "aisemble.vision.v1.VisionService/Detect",
+        "aisemble.vision.v1.VisionService/Recognize",
+        "aisemble.nlp.v1.NlpService/DetectLanguage",
+    }
+    found = await _trace(spans, trace_id, {analyze, *parts})
+    root = _one(found, analyze, parent=int(caller_span, 16))
+    for part in parts:
+        _one(found, part, parent=root.context.span_id)
+    assert _one(
+        found, "vision.inference", parent=_one(found, "aisemble.vision.v1.VisionService/Detect").context.span_id
+    )
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         return answer.read().decode()
