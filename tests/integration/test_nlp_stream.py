@@ -177,15 +177,19 @@ async def test_the_server_holds_at_most_max_inflight_texts_of_a_stream_that_is_n
     batcher = server.bindings[0].servicer.runner.batcher(MODEL)
     call = stub.StreamEmbed(messages())
     await call.read()  # the stream is running
-    queued = []
-    for _ in range(20):  # 2 s, and nobody reads
+    queued, taken = [], []
+    for _ in range(150):  # nobody reads; until nothing more has been taken for 1 s (at most 15 s)
         await asyncio.sleep(0.1)
         queued.append(batcher.queued)
-    taken = sent
-    await asyncio.sleep(1.0)
-    print(f"while nobody read: {taken} messages taken from the writer; texts queued for the model: {max(queued)}")
-    # gRPC's windows (two hops, grown by its bandwidth probe) hold some megabytes; then the writer waits.
-    assert sent == taken < 700, f"the writer was not held back ({sent} of 2000 messages taken)"
+        taken.append(sent)
+        if len(taken) > 10 and taken[-1] == taken[-11]:
+            break
+    print(f"while nobody read: {sent} messages taken from the writer; texts queued for the model: {max(queued)}")
+    # gRPC's windows (two hops, grown by its bandwidth probe) hold some megabytes, in both directions: the
+    # server takes messages while its replies still fit in the windows back (the model's pace), then the
+    # writer waits.
+    assert taken[-1] == taken[-11], f"the writer was still not held back after 15 s ({sent} of 2000 taken)"
+    assert sent < 700, f"the writer was held back only after {sent} of 2000 messages"
     assert max(queued) <= 256  # one message at a time (heavier than max_inflight_texts, so it runs alone)
     call.cancel()
 
