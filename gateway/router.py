@@ -188,28 +188,14 @@ class Router:
     ) -> Any:
         """Forward a unary call with the caller's remaining deadline and metadata."""
         call = upstream.callable(path, "unary_unary", type(request).SerializeToString, response_type.FromString)
-        forwarding = _upstream_span(upstream, path)
-        code = "CANCELLED"
-        try:
-            with trace.use_span(forwarding, end_on_exit=False):
-                response = await call(request, timeout=context.time_remaining(), metadata=self._metadata(context))
-            code = "OK"
-            return response
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code().name
-            raise upstream.error(exc) from None
-        finally:
-            end_span(forwarding, code=code)
+        return await self._one_reply(upstream, path, call, request, context)
 
     def server_stream(
         self, upstream: Upstream, path: str, request: Any, response_type: Any, context: aio.ServicerContext
     ) -> AsyncIterator[Any]:
         """Forward a server-streaming call message by message (no buffering); cancelling ours cancels theirs."""
         method = upstream.callable(path, "unary_stream", type(request).SerializeToString, response_type.FromString)
-        forwarding = _upstream_span(upstream, path)
-        with trace.use_span(forwarding, end_on_exit=False):
-            call = method(request, timeout=context.time_remaining(), metadata=self._metadata(context))
-        return _relay(upstream, call, forwarding)
+        return self._replies(upstream, path, method, request, context)
 
     def bidi_stream(
         self,
@@ -222,10 +208,7 @@ class Router:
     ) -> AsyncIterator[Any]:
         """Forward a bidirectional stream; flow control is end to end (gRPC's own windows)."""
         method = upstream.callable(path, "stream_stream", request_type.SerializeToString, response_type.FromString)
-        forwarding = _upstream_span(upstream, path)
-        with trace.use_span(forwarding, end_on_exit=False):
-            call = method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
-        return _relay(upstream, call, forwarding)
+        return self._replies(upstream, path, method, requests, context)
 
     async def client_stream(
         self,
@@ -238,11 +221,18 @@ class Router:
     ) -> Any:
         """Forward a client-streaming call (e.g. a file upload) chunk by chunk."""
         method = upstream.callable(path, "stream_unary", request_type.SerializeToString, response_type.FromString)
+        return await self._one_reply(upstream, path, method, requests, context)
+
+    async def _one_reply(
+        self, upstream: Upstream, path: str, method: Any, argument: Any, context: aio.ServicerContext
+    ) -> Any:
+        """Call `method` (unary or client-streaming) with the caller's deadline and metadata, in its upstream span;
+        its failure as our error."""
         forwarding = _upstream_span(upstream, path)
         code = "CANCELLED"
         try:
             with trace.use_span(forwarding, end_on_exit=False):
-                response = await method(requests, timeout=context.time_remaining(), metadata=self._metadata(context))
+                response = await method(argument, timeout=context.time_remaining(), metadata=self._metadata(context))
             code = "OK"
             return response
         except grpc.aio.AioRpcError as exc:
@@ -250,3 +240,13 @@ class Router:
             raise upstream.error(exc) from None
         finally:
             end_span(forwarding, code=code)
+
+    def _replies(
+        self, upstream: Upstream, path: str, method: Any, argument: Any, context: aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """Start `method` (server-streaming or bidirectional) with the caller's deadline and metadata, in its
+        upstream span (ended with the call, by _relay)."""
+        forwarding = _upstream_span(upstream, path)
+        with trace.use_span(forwarding, end_on_exit=False):
+            call = method(argument, timeout=context.time_remaining(), metadata=self._metadata(context))
+        return _relay(upstream, call, forwarding)
