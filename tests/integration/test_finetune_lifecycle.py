@@ -154,7 +154,7 @@ async def test_a_job_survives_a_killed_and_a_restarted_service(start_server, tmp
         mesh = await start_mesh(
             start_server, tmp_path, registry, store, finetune_address=address, gateway_address=gateway_address
         )
-        job = (await mesh.jobs.CreateFineTuneJob(_request("resumed-classifier", epochs=15))).job
+        job = (await mesh.jobs.CreateFineTuneJob(_request("resumed-classifier", epochs=6))).job
         first_pid = await _worker_pid(mesh, job.job_id)
 
         async def checkpointed(at_least: int) -> bool:

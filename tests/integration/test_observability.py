@@ -391,3 +391,50 @@ async def test_a_mesh_process_exports_its_spans_over_otlp(tmp_path):
     assert names == {"aisemble-registry"}, registry.stderr[-2000:]
     assert span.name == "aisemble.registry.v1.ModelRegistryService/ListModels"
     assert span.parent_span_id.hex() == caller_span
+
+
+async def test_a_fine_tuning_job_registers_its_model_in_its_creators_trace(
+    start_server, tmp_path, registry, store, spans
+):
+    """The job keeps the context of the call that created it: its `finetune.publish` span, minutes later and
+    after a worker process trained the model, is in the creator's trace, and so is the registration it makes
+    through the gateway at the registry service."""
+    from aisemble.finetune.v1 import finetune_service_pb2 as fpb
+    from tests.integration.test_finetune_errors import TWO_LABELS, start_mesh, states, watch_all
+
+    mesh = await start_mesh(start_server, tmp_path, registry, store)
+    trace_id, caller_span, metadata = _caller()
+    request = fpb.CreateFineTuneJobRequest(
+        base_model="minilm-l6",
+        task=fpb.FINE_TUNE_TASK_TEXT_CLASSIFICATION,
+        examples=fpb.InlineExamples(classification_examples=TWO_LABELS * 2),
+        validation_split=0.0,
+        hyperparameters=fpb.Hyperparameters(epochs=1, unfrozen_layers=0),
+        result_model_name="traced-classifier",
+    )
+    job = (await mesh.jobs.CreateFineTuneJob(request, metadata=metadata)).job
+    assert states(await watch_all(mesh.jobs, job.job_id)) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    create, register = (
+        "aisemble.finetune.v1.FineTuneService/CreateFineTuneJob",
+        "aisemble.registry.v1.ModelRegistryService/RegisterModel",
+    )
+    found = await _trace(spans, trace_id, {create, "finetune.publish", register})
+    by_id = {s.context.span_id: s for s in found}
+
+    def ancestors(span) -> list[str]:
+        names = []
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            names.append(span.name)
+        return names
+
+    gateway = _one(found, create, parent=int(caller_span, 16))
+    publish = _one(found, "finetune.publish")
+    assert publish.attributes["aisemble.job_id"] == job.job_id
+    assert publish.attributes["aisemble.model"] == "traced-classifier"
+    assert ancestors(publish)[-1] == create and by_id[publish.parent.span_id].name == create  # the service's span
+    registrations = [s for s in found if s.name == register]
+    assert len(registrations) >= 2, [s.name for s in found]  # the gateway's and the registry service's
+    for registration in registrations:
+        assert publish.name in ancestors(registration)
+    assert gateway.start_time <= publish.start_time
