@@ -199,6 +199,18 @@ TWO_LABELS = [
 ]
 
 
+def tiny_classifier_job(result_model_name: str) -> pb.CreateFineTuneJobRequest:
+    """The smallest real job: one epoch of four examples on MiniLM's head (its worker takes a few seconds)."""
+    return pb.CreateFineTuneJobRequest(
+        base_model="minilm-l6",
+        task=pb.FINE_TUNE_TASK_TEXT_CLASSIFICATION,
+        examples=pb.InlineExamples(classification_examples=TWO_LABELS * 2),
+        validation_split=0.0,
+        hyperparameters=pb.Hyperparameters(epochs=1, unfrozen_layers=0),
+        result_model_name=result_model_name,
+    )
+
+
 @pytest.fixture
 async def mesh(start_server, tmp_path, registry, store) -> Mesh:
     return await start_mesh(start_server, tmp_path, registry, store, limits=FineTuneLimits(max_upload_bytes=4096))

@@ -25,12 +25,12 @@ from services.finetune.app import build_server as build_finetune
 from services.finetune.runner import FineTuneLimits
 from tests.integration.conftest import build_gateway, mesh_for
 from tests.integration.test_finetune_errors import (
-    TWO_LABELS,
     classification_examples,
     free_ports,
     scratch_store,
     start_mesh,
     states,
+    tiny_classifier_job,
     until,
     watch_all,
 )
@@ -227,15 +227,7 @@ async def test_a_registry_outage_while_publishing_keeps_the_artifact_and_registe
 ):
     limits = FineTuneLimits(checkpoint_interval_s=5.0, publish_retry_s=3.0, publish_retry_max_delay_s=1.0)
     mesh = await start_mesh(start_server, tmp_path, registry, store, limits=limits)
-    request = pb.CreateFineTuneJobRequest(
-        base_model="minilm-l6",
-        task=pb.FINE_TUNE_TASK_TEXT_CLASSIFICATION,
-        examples=pb.InlineExamples(classification_examples=TWO_LABELS * 2),
-        validation_split=0.0,
-        hyperparameters=pb.Hyperparameters(epochs=1, unfrozen_layers=0),
-        result_model_name="outage-classifier",
-    )
-    job = (await mesh.jobs.CreateFineTuneJob(request)).job
+    job = (await mesh.jobs.CreateFineTuneJob(tiny_classifier_job("outage-classifier"))).job
     gateway_address = f"127.0.0.1:{mesh.gateway.port}"
     await mesh.gateway.stop(grace_s=0.5)  # the registry is gone before the job has trained (a worker takes seconds)
 

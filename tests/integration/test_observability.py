@@ -399,20 +399,11 @@ async def test_a_fine_tuning_job_registers_its_model_in_its_creators_trace(
     """The job keeps the context of the call that created it: its `finetune.publish` span, minutes later and
     after a worker process trained the model, is in the creator's trace, and so is the registration it makes
     through the gateway at the registry service."""
-    from aisemble.finetune.v1 import finetune_service_pb2 as fpb
-    from tests.integration.test_finetune_errors import TWO_LABELS, start_mesh, states, watch_all
+    from tests.integration.test_finetune_errors import start_mesh, states, tiny_classifier_job, watch_all
 
     mesh = await start_mesh(start_server, tmp_path, registry, store)
     trace_id, caller_span, metadata = _caller()
-    request = fpb.CreateFineTuneJobRequest(
-        base_model="minilm-l6",
-        task=fpb.FINE_TUNE_TASK_TEXT_CLASSIFICATION,
-        examples=fpb.InlineExamples(classification_examples=TWO_LABELS * 2),
-        validation_split=0.0,
-        hyperparameters=fpb.Hyperparameters(epochs=1, unfrozen_layers=0),
-        result_model_name="traced-classifier",
-    )
-    job = (await mesh.jobs.CreateFineTuneJob(request, metadata=metadata)).job
+    job = (await mesh.jobs.CreateFineTuneJob(tiny_classifier_job("traced-classifier"), metadata=metadata)).job
     assert states(await watch_all(mesh.jobs, job.job_id)) == ["QUEUED", "RUNNING", "SUCCEEDED"]
     create, register = (
         "aisemble.finetune.v1.FineTuneService/CreateFineTuneJob",
