@@ -29,13 +29,24 @@ SETTLE_S = 6.0
 
 
 def _wait_restarted(folder, service: str, restarts: int, timeout_s: float = 240.0) -> float:
-    deadline = time.monotonic() + timeout_s
+    """When the service was first seen restarted (`restarts` reached) and serving."""
+    return _wait_all_restarted(folder, {service: restarts}, timeout_s)[service]
+
+
+def _wait_all_restarted(folder, restarts: dict[str, int], timeout_s: float = 240.0) -> dict[str, float]:
+    """When each service (name -> the restart count to reach) was first seen restarted and serving."""
+    deadline, back = time.monotonic() + timeout_s, {}
     while time.monotonic() < deadline:
-        entry = read_processes(folder).get(service, {})
-        if entry.get("restarts") == restarts and entry.get("state") == "serving":
-            return time.monotonic()
+        processes = read_processes(folder)
+        for service, count in restarts.items():
+            entry = processes.get(service, {})
+            if service not in back and entry.get("restarts") == count and entry.get("state") == "serving":
+                back[service] = time.monotonic()
+        if len(back) == len(restarts):
+            return back
         time.sleep(0.2)
-    raise AssertionError(f"{service} was not restarted and serving within {timeout_s:.0f} s: {entry}")
+    late = {service: read_processes(folder).get(service, {}) for service in restarts if service not in back}
+    raise AssertionError(f"not restarted and serving within {timeout_s:.0f} s: {late}")
 
 
 def test_kill_9_of_each_service_in_turn_under_traffic(mesh, capsys):
@@ -49,8 +60,11 @@ def test_kill_9_of_each_service_in_turn_under_traffic(mesh, capsys):
         killed = time.monotonic()
         for entry in before.values():
             os.kill(int(entry["pid"]), signal.SIGKILL)
-        for service, entry in before.items():
-            back = _wait_restarted(folder, service, int(entry["restarts"]) + 1)
+        restarted = _wait_all_restarted(
+            folder, {service: int(entry["restarts"]) + 1 for service, entry in before.items()}
+        )
+        for service in group:  # the rows in SERVICES' order
+            back = restarted[service]
             windows[service] = (killed, back + SETTLE_S)
             after = read_processes(folder)[service]
             rows.append(
