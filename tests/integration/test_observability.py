@@ -96,7 +96,10 @@ def _one(found, name: str, parent=None):
 async def test_a_streamed_completion_is_one_trace_from_gateway_to_decode(mesh, spans):
     _gateway, llm, _, _ = mesh
     trace_id, caller_span, metadata = _caller()
-    request = lpb.StreamCompleteRequest(prompt="The capital of France is", model=MODEL, max_output_tokens=5)
+    # Exactly five tokens (sampled: the end-of-sequence token could otherwise come first), so it ends by LENGTH.
+    request = lpb.StreamCompleteRequest(
+        prompt="The capital of France is", model=MODEL, max_output_tokens=5, min_output_tokens=5
+    )
     replies = [reply async for reply in llm.StreamComplete(request, metadata=metadata)]
     usage = replies[-1].usage
     method = "aisemble.llm.v1.LlmService/StreamComplete"
