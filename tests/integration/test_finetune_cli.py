@@ -15,6 +15,23 @@ from tests.integration.test_finetune_errors import DATASET, start_mesh
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """`main()` configures logging as the command does (its own handler on the stderr pytest is capturing, in
+    place of pytest's): the root logger gets its handlers and level back afterwards, or later tests' log lines
+    go to a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
 async def test_create_with_watch_shows_a_progress_bar(start_server, tmp_path, registry, store, capsys):
     mesh = await start_mesh(start_server, tmp_path, registry, store)
     small = tmp_path / "small.jsonl"
